@@ -1,0 +1,1 @@
+"""Anomaly detection: event features, torch sequence model, streaming scorer, verdicts."""

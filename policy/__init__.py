@@ -1,0 +1,1 @@
+"""Authorization: the Rego engine interface, its backends, and the bundled default policies."""

@@ -1,0 +1,1 @@
+"""Containment: the container runtime interface, the Docker backend, seccomp profile and executor."""
