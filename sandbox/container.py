@@ -1,0 +1,93 @@
+"""The locked-down shape of one session container: names, labels, mounts, limits and security options."""
+
+import re
+from pathlib import Path
+from typing import Any
+
+from docker.types import LogConfig, Mount, Ulimit
+
+from sandbox.types import WORKSPACE, SandboxError, SandboxLimits, SessionSpec
+
+EXECUTOR_PATH = "/opt/bastion/executor.py"
+SOCKET_DIR = "/run/bastion"
+SANDBOX_USER = "65534:65534"
+OWNER_LABEL = "bastion.owner"
+SESSION_LABEL = "bastion.session"
+AGENT_LABEL = "bastion.agent"
+TMP_SIZE_MB = 16
+CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_id(value: str, what: str) -> str:
+    """Refuse ids that could not name a container or a directory safely."""
+    if not ID_PATTERN.fullmatch(value):
+        raise SandboxError(
+            f"invalid {what} {value!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def container_name(owner: str, session_id: str) -> str:
+    return f"bastion-{owner}-{session_id}"
+
+
+def hostname(session_id: str) -> str:
+    """`sandbox-` and the first 8 characters of the session id, made valid for a hostname."""
+    prefix = re.sub(r"[^a-z0-9]", "-", session_id[:8].lower()).strip("-")
+    return f"sandbox-{prefix}"
+
+
+def container_options(
+    *,
+    spec: SessionSpec,
+    limits: SandboxLimits,
+    image: str,
+    owner: str,
+    runtime: str,
+    seccomp_profile: str,
+    executor_file: Path,
+    socket_dir: Path,
+) -> dict[str, Any]:
+    """Keyword arguments for `containers.run`: no network, no capabilities, read-only, non-root, capped."""
+    memory = f"{limits.memory_mb}m"
+    return {
+        "image": image,
+        "command": ["python3", "-I", "-S", EXECUTOR_PATH],
+        "name": container_name(owner, spec.session_id),
+        "hostname": hostname(spec.session_id),
+        "labels": {
+            **spec.labels,
+            OWNER_LABEL: owner,
+            SESSION_LABEL: spec.session_id,
+            AGENT_LABEL: spec.agent_id,
+        },
+        "detach": True,
+        "init": True,
+        "runtime": runtime,
+        "user": SANDBOX_USER,
+        "working_dir": WORKSPACE,
+        "environment": {"PATH": CHILD_PATH, "LANG": "C.UTF-8", "HOME": WORKSPACE},
+        "network_mode": "none",
+        "ipc_mode": "private",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile}"],
+        "read_only": True,
+        "tmpfs": {
+            WORKSPACE: f"rw,size={limits.workspace_mb}m,uid=65534,gid=65534,mode=0700,nosuid,nodev",
+            "/tmp": f"rw,size={TMP_SIZE_MB}m,mode=1777,nosuid,nodev",
+        },
+        "mounts": [
+            Mount(target=EXECUTOR_PATH, source=str(executor_file), type="bind", read_only=True),
+            Mount(target=SOCKET_DIR, source=str(socket_dir), type="bind", read_only=True),
+        ],
+        "pids_limit": limits.pids,
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(limits.cpus * 1_000_000_000),
+        "ulimits": [
+            Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
+        "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+    }

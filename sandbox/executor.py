@@ -1,0 +1,471 @@
+"""The in-container executor: the sandbox's main process, serving the gateway's requests over one socket.
+
+Stdlib only; started as `python3 -I -S /opt/bastion/executor.py` under Docker's init. It connects to
+the gateway's Unix socket in the read-only `/run/bastion`, says hello, then answers newline-delimited
+JSON requests (`exec`, `read`, `write`, `list`), one thread per request, each with one `result` frame
+(or an `error` frame when the executor itself failed). It reconnects whenever the link drops.
+"""
+
+import contextlib
+import ctypes
+import json
+import os
+import selectors
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+SOCKET_PATH = "/run/bastion/exec.sock"
+WORKSPACE = "/workspace"
+PROTOCOL = 1
+CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+OOM_COUNTER_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
+READ_CHUNK = 65536
+DRAIN_GRACE_S = 0.5
+EXIT_POLL_S = 0.05
+MAX_LIST_ENTRIES = 10000
+PR_SET_DUMPABLE = 4
+
+Frame = dict[str, Any]
+
+
+class PathRejected(Exception):
+    """A workspace path that leaves /workspace or is malformed."""
+
+
+class Link:
+    """One connection to the gateway; frames are sent whole, from any thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, frame: Frame) -> None:
+        """Send one frame; a dropped link is noticed by the reading loop, so errors are ignored here."""
+        data = json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+        with self._lock, contextlib.suppress(OSError):
+            self.sock.sendall(data)
+
+
+class ProcessGroups:
+    """The process groups of calls in flight, so they can be killed when the link drops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+
+    def add(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+
+    def discard(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            groups = list(self._groups)
+        for pgid in groups:
+            kill_group(pgid)
+
+
+RUNNING = ProcessGroups()
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole process group; a group that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def failure(exit_code: int, message: str) -> Frame:
+    """A result for a request that could not be carried out."""
+    return {"exit_code": exit_code, "stderr": message.rstrip("\n") + "\n"}
+
+
+def oom_kills() -> int:
+    """The container's memory-cgroup OOM-kill counter (cgroup v1 or v2), or -1 when unreadable."""
+    for path in OOM_COUNTER_FILES:
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except OSError:
+            continue
+    return -1
+
+
+class Capture:
+    """Keeps the first `cap` bytes of a stream and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.kept = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.cap - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.cap
+
+    def text(self) -> str:
+        return self.kept.decode("utf-8", errors="replace")
+
+
+class ExitWatch:
+    """Tells when a child has exited without reaping it, via a pidfd or, failing that, by polling."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self.fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def exited(self) -> bool:
+        info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return info is not None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def collect(proc: subprocess.Popen[bytes], stdin: bytes, timeout: float, cap: int) -> tuple[Capture, Capture, bool]:
+    """Feed stdin, capture both streams and enforce the wall clock; return (stdout, stderr, timed_out)."""
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = Capture(cap), Capture(cap)
+    captures = {proc.stdout.fileno(): stdout, proc.stderr.fileno(): stderr}
+    selector = selectors.DefaultSelector()
+    for fd in captures:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    pending = memoryview(stdin)
+    stdin_fd = proc.stdin.fileno() if proc.stdin is not None else None
+    if stdin_fd is not None:
+        if pending:
+            os.set_blocking(stdin_fd, False)
+            selector.register(stdin_fd, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()  # type: ignore[union-attr]
+            stdin_fd = None
+    watch = ExitWatch(proc.pid)
+    if watch.fd is not None:
+        selector.register(watch.fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    ended_at: float | None = None
+    timed_out = False
+    open_streams = len(captures)
+    try:
+        while True:
+            now = time.monotonic()
+            if ended_at is None:
+                if watch.exited():
+                    ended_at = now
+                elif now >= deadline:
+                    timed_out = True
+                    ended_at = now
+                if ended_at is not None:
+                    kill_group(proc.pid)
+                    if watch.fd is not None:
+                        selector.unregister(watch.fd)
+            if ended_at is not None and (open_streams == 0 or now >= ended_at + DRAIN_GRACE_S):
+                break
+            if ended_at is None:
+                wait = deadline - now if watch.fd is not None else min(deadline - now, EXIT_POLL_S)
+            else:
+                wait = ended_at + DRAIN_GRACE_S - now
+            for key, _ in selector.select(max(wait, 0.0)):
+                fd = key.fd
+                if fd == stdin_fd:
+                    try:
+                        written = os.write(fd, pending[:READ_CHUNK])
+                        pending = pending[written:]
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(fd)
+                        proc.stdin.close()  # type: ignore[union-attr]
+                        stdin_fd = None
+                elif fd in captures:
+                    try:
+                        data = os.read(fd, READ_CHUNK)
+                    except BlockingIOError:
+                        continue
+                    if data:
+                        captures[fd].feed(data)
+                    else:
+                        selector.unregister(fd)
+                        open_streams -= 1
+    finally:
+        selector.close()
+        watch.close()
+        kill_group(proc.pid)
+        proc.kill()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        proc.wait()
+    return stdout, stderr, timed_out
+
+
+def run_exec(request: Frame) -> Frame:
+    """Run one process in /workspace in a new session; whatever is left in its group dies with it."""
+    argv = request.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+        return failure(2, "exec needs a non-empty argv of strings")
+    stdin_text = request.get("stdin")
+    timeout = float(request.get("timeout_s", 10.0))
+    cap = int(request.get("max_output_bytes", 65536))
+    oom_before = oom_kills()
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=WORKSPACE,
+            env=CHILD_ENV,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return failure(127, f"{argv[0]}: command not found")
+    except OSError as exc:
+        return failure(126, f"{argv[0]}: {exc.strerror or exc}")
+    RUNNING.add(proc.pid)
+    try:
+        stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap)
+    finally:
+        RUNNING.discard(proc.pid)
+    duration_ms = (time.monotonic() - started) * 1000.0
+    code = proc.returncode
+    sig = -code if code < 0 else None
+    exit_code = 128 + sig if sig is not None else code
+    return {
+        "exit_code": exit_code,
+        "stdout": stdout.text(),
+        "stderr": stderr.text(),
+        "duration_ms": duration_ms,
+        "timed_out": timed_out,
+        "truncated": stdout.truncated or stderr.truncated,
+        "stdout_bytes": stdout.total,
+        "stderr_bytes": stderr.total,
+        "signal": sig,
+        "oom_killed": exit_code == 137 and not timed_out and oom_kills() > oom_before >= 0,
+        "seccomp_killed": sig == signal.SIGSYS,
+    }
+
+
+def inside_workspace(path: str) -> bool:
+    return path == WORKSPACE or path.startswith(WORKSPACE + "/")
+
+
+def resolve(path: object) -> str:
+    """The real path of a workspace path; rejects escapes by `..`, absolute paths and symlinks."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise PathRejected("a non-empty path is required")
+    joined = os.path.normpath(os.path.join(WORKSPACE, path))
+    if not inside_workspace(joined):
+        raise PathRejected(f"path escapes {WORKSPACE}: {path}")
+    real = os.path.realpath(joined)
+    if not inside_workspace(real):
+        raise PathRejected(f"path leaves {WORKSPACE} through a symlink: {path}")
+    return real
+
+
+def relative(real: str) -> str:
+    return os.path.relpath(real, WORKSPACE)
+
+
+def fs_failure(path: object, exc: OSError) -> Frame:
+    """Map an OS error on a workspace path to a result: 1 for a missing or unusable file."""
+    return failure(1, f"{path}: {exc.strerror or exc}")
+
+
+def run_read(request: Frame) -> Frame:
+    """Return a workspace file's content as stdout, capped like process output."""
+    cap = int(request.get("max_output_bytes", 65536))
+    try:
+        real = resolve(request.get("path"))
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PathRejected as exc:
+        return failure(2, str(exc))
+    except OSError as exc:
+        return fs_failure(request.get("path"), exc)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return failure(1, f"{request.get('path')}: not a regular file")
+        capture = Capture(cap)
+        while len(capture.kept) < cap and (data := os.read(fd, min(READ_CHUNK, cap - len(capture.kept)))):
+            capture.feed(data)
+        capture.total = max(capture.total, info.st_size)
+    except OSError as exc:
+        return fs_failure(request.get("path"), exc)
+    finally:
+        os.close(fd)
+    return {
+        "exit_code": 0,
+        "stdout": capture.text(),
+        "stdout_bytes": capture.total,
+        "truncated": capture.truncated,
+        "data": {"path": relative(real), "size": info.st_size},
+    }
+
+
+def run_write(request: Frame) -> Frame:
+    """Create or replace a workspace file with the request's content, creating parent directories."""
+    content = request.get("content") or ""
+    if not isinstance(content, str):
+        return failure(2, "write needs string content")
+    data = content.encode()
+    try:
+        real = resolve(request.get("path"))
+        if real == WORKSPACE:
+            raise PathRejected("cannot write to the workspace directory itself")
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except PathRejected as exc:
+        return failure(2, str(exc))
+    except OSError as exc:
+        return fs_failure(request.get("path"), exc)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return failure(1, f"{request.get('path')}: not a regular file")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        return fs_failure(request.get("path"), exc)
+    finally:
+        os.close(fd)
+    return {"exit_code": 0, "data": {"path": relative(real), "bytes": len(data)}}
+
+
+def entry_type(entry: os.DirEntry[str]) -> str:
+    if entry.is_symlink():
+        return "symlink"
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "other"
+
+
+def run_list(request: Frame) -> Frame:
+    """List a workspace directory: entries with name, type and size in `data`, names in stdout."""
+    path = request.get("path") or "."
+    try:
+        real = resolve(path)
+        with os.scandir(real) as scan:
+            entries = []
+            for entry in scan:
+                entries.append(
+                    {"name": entry.name, "type": entry_type(entry), "size": entry.stat(follow_symlinks=False).st_size}
+                )
+                if len(entries) > MAX_LIST_ENTRIES:
+                    break
+    except PathRejected as exc:
+        return failure(2, str(exc))
+    except OSError as exc:
+        return fs_failure(path, exc)
+    truncated = len(entries) > MAX_LIST_ENTRIES
+    entries = sorted(entries[:MAX_LIST_ENTRIES], key=lambda item: item["name"])
+    names = [item["name"] + ("/" if item["type"] == "dir" else "") for item in entries]
+    return {
+        "exit_code": 0,
+        "stdout": "".join(name + "\n" for name in names),
+        "truncated": truncated,
+        "data": {"path": relative(real), "entries": entries},
+    }
+
+
+OPERATIONS = {"exec": run_exec, "read": run_read, "write": run_write, "list": run_list}
+
+
+def handle(link: Link, request: Frame) -> None:
+    """Carry out one request and send its single reply."""
+    request_id = request.get("id")
+    op = request.get("op")
+    operation = OPERATIONS.get(op) if isinstance(op, str) else None
+    if operation is None:
+        link.send({"id": request_id, "type": "error", "message": f"unknown op: {op!r}"})
+        return
+    try:
+        reply = {"id": request_id, "type": "result", **operation(request)}
+    except Exception as exc:
+        reply = {"id": request_id, "type": "error", "message": f"{type(exc).__name__}: {exc}"}
+    link.send(reply)
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer requests on one connection until the gateway closes it."""
+    link = Link(sock)
+    link.send({"type": "hello", "protocol": PROTOCOL, "pid": os.getpid()})
+    with sock.makefile("rb") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(request, dict):
+                continue
+            try:
+                threading.Thread(target=handle, args=(link, request), daemon=True).start()
+            except RuntimeError as exc:
+                link.send({"id": request.get("id"), "type": "error", "message": f"cannot start a thread: {exc}"})
+
+
+def connect() -> socket.socket:
+    """Connect to the gateway's socket, retrying with a capped backoff until it answers."""
+    delay = 0.01
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(SOCKET_PATH)
+            return sock
+        except OSError:
+            sock.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def make_undumpable() -> None:
+    """Keep same-uid sandboxed processes out of this process's memory and file descriptors via /proc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def main() -> None:
+    make_undumpable()
+    while True:
+        sock = connect()
+        try:
+            serve(sock)
+        except OSError as exc:
+            print(f"executor: link error: {exc}", file=sys.stderr, flush=True)
+        finally:
+            sock.close()
+            RUNNING.kill_all()
+
+
+if __name__ == "__main__":
+    main()
