@@ -1,0 +1,99 @@
+"""End-to-end latency of a trivial allowed `shell.run` through the gateway, beside `docker exec`.
+
+Starts a real gateway (`bastion serve`) in a subprocess on a temporary SQLite database, creates an
+agent and a session, then times N sequential calls of `true` over HTTP and, as the baseline in the
+same run, N `docker exec <session container> true`. Prints p50/p99 for both.
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of the samples."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    """An unused loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=300)
+    options = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="bst-bench-", dir="/tmp"))
+    port = free_port()
+    admin_key = "bench-admin-" + "k" * 32
+    checkpoint = ROOT / "var" / "detector.pt"
+    env = {**os.environ, "BASTION_DATA_DIR": str(data_dir), "BASTION_ADMIN_KEY": admin_key,
+           "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning"}
+    if checkpoint.exists():
+        env["BASTION_DETECTOR_CHECKPOINT"] = str(checkpoint)
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=60) as http:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("gateway did not become ready")
+                time.sleep(0.2)
+            admin = {"Authorization": f"Bearer {admin_key}"}
+            agent = http.post("/v1/agents", json={"name": "bench", "roles": ["developer"]}, headers=admin).json()
+            headers = {"Authorization": f"Bearer {agent['api_key']}"}
+            started = time.perf_counter()
+            session = http.post("/v1/sessions", headers=headers).json()
+            create_ms = (time.perf_counter() - started) * 1000
+            calls = f"/v1/sessions/{session['session_id']}/calls"
+            body = {"tool": "shell.run", "args": {"command": "true"}}
+            for _ in range(10):
+                http.post(calls, json=body, headers=headers)
+            gateway_ms = []
+            for _ in range(options.calls):
+                t0 = time.perf_counter()
+                response = http.post(calls, json=body, headers=headers)
+                gateway_ms.append((time.perf_counter() - t0) * 1000)
+                assert response.status_code == 200, response.text
+            container = docker.from_env().containers.list(
+                filters={"label": f"bastion.session={session['session_id']}"})[0]
+            exec_ms = []
+            for _ in range(min(options.calls, 100)):
+                t0 = time.perf_counter()
+                container.exec_run(["true"])
+                exec_ms.append((time.perf_counter() - t0) * 1000)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    p50_gw, p50_exec = statistics.median(gateway_ms), statistics.median(exec_ms)
+    print(f"session create (cold container): {create_ms:.1f} ms")
+    print(f"gateway shell.run 'true' n={len(gateway_ms)}  p50 {p50_gw:.2f} ms  p99 {percentile(gateway_ms, 99):.2f} ms")
+    print(f"docker exec 'true'       n={len(exec_ms)}  p50 {p50_exec:.2f} ms  p99 {percentile(exec_ms, 99):.2f} ms")
+    print(f"gateway p50 is {p50_exec / p50_gw:.1f}x faster than docker exec (and includes policy, 2 durable audit "
+          "commits and the detector)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m gateway` runs the `bastion` command line."""
+
+from gateway.cli import app
+
+app()

@@ -1,0 +1,77 @@
+"""Request dependencies as `Annotated` aliases, so a route's signature says what it needs."""
+
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+
+from gateway.principals import PrincipalView
+from gateway.problems import Problem
+from gateway.service import Gateway
+from gateway.sessions import LiveSession
+
+
+def get_gateway(request: Request) -> Gateway:
+    """The gateway this app serves."""
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+async def get_principal(request: Request, gateway: GatewayDep) -> PrincipalView:
+    """The caller identified by `Authorization: Bearer <key>`, or 401."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise Problem(401, "unauthenticated", "Missing credentials",
+                      "Send your API key as 'Authorization: Bearer <key>'.", headers=_CHALLENGE)
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Problem(401, "unauthenticated", "Malformed credentials",
+                      "The Authorization header must be 'Bearer <key>'.", headers=_CHALLENGE)
+    principal = await gateway.principals.authenticate(key.strip())
+    if principal is None:
+        raise Problem(401, "unauthenticated", "Unknown API key",
+                      "This API key is not valid. Check it, or ask an admin for a new agent key.",
+                      headers=_CHALLENGE)
+    if principal.disabled:
+        raise Problem(403, "disabled", "Principal disabled", "This key belongs to a disabled principal.")
+    structlog.contextvars.bind_contextvars(principal_id=principal.id)
+    return principal
+
+
+async def get_agent(principal: Annotated[PrincipalView, Depends(get_principal)]) -> PrincipalView:
+    """The calling agent; admins cannot make tool calls."""
+    if principal.kind != "agent":
+        raise Problem(403, "agent-key-required", "Agent key required",
+                      "This route is for agents. Create one with POST /v1/agents and use its key.")
+    structlog.contextvars.bind_contextvars(agent_id=principal.id)
+    return principal
+
+
+async def get_admin(principal: Annotated[PrincipalView, Depends(get_principal)]) -> PrincipalView:
+    """The calling admin, or 403."""
+    if principal.kind != "admin":
+        raise Problem(403, "admin-key-required", "Admin key required",
+                      "This route needs the admin key (BASTION_ADMIN_KEY, or the one printed at first start).")
+    return principal
+
+
+CurrentPrincipal = Annotated[PrincipalView, Depends(get_principal)]
+CurrentAgent = Annotated[PrincipalView, Depends(get_agent)]
+AdminPrincipal = Annotated[PrincipalView, Depends(get_admin)]
+
+
+async def get_owned_session(session_id: str, agent: CurrentAgent, gateway: GatewayDep) -> LiveSession:
+    """The caller's own session named in the path, or 404 (other agents' sessions are not revealed)."""
+    session = await gateway.sessions.get(session_id)
+    if session is None or session.agent_id != agent.id:
+        raise Problem(404, "unknown-session", "Unknown session",
+                      f"No session {session_id!r} belongs to this agent. Create one with POST /v1/sessions.")
+    structlog.contextvars.bind_contextvars(session_id=session_id)
+    return session
+
+
+OwnedSession = Annotated[LiveSession, Depends(get_owned_session)]

@@ -1,0 +1,30 @@
+"""Redaction of configured argument fields before they reach the audit log."""
+
+import hashlib
+import hmac
+from typing import Any
+
+
+class Redactor:
+    """Replaces values of sensitive fields by a keyed hash, so equal secrets still correlate."""
+
+    def __init__(self, field_names: list[str], key: bytes) -> None:
+        self._needles = [name.lower().replace("-", "_") for name in field_names]
+        self._key = key
+
+    def is_sensitive(self, field: str) -> bool:
+        """True when the field name contains one of the configured names."""
+        normalized = field.lower().replace("-", "_")
+        return any(needle in normalized for needle in self._needles)
+
+    def redact(self, value: Any) -> Any:
+        """A copy of `value` with every sensitive field's value replaced, at any depth."""
+        if isinstance(value, dict):
+            return {k: self._mask(v) if self.is_sensitive(k) else self.redact(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.redact(item) for item in value]
+        return value
+
+    def _mask(self, value: Any) -> str:
+        digest = hmac.new(self._key, repr(value).encode(), hashlib.sha256).hexdigest()[:16]
+        return f"[redacted:{digest}]"

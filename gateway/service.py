@@ -1,0 +1,172 @@
+"""Wires the rooms together for one gateway process and owns their start and stop."""
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from sqlalchemy import Engine, text
+
+from detector.checkpoint import load_checkpoint
+from detector.scorer import Detector
+from detector.train import train_default
+from detector.worker import DetectorWorker
+from gateway.audit import AuditEntry, AuditLog
+from gateway.db import make_engine, migrate
+from gateway.enforcement import Enforcer
+from gateway.gate import DetectorGate
+from gateway.keys import new_id
+from gateway.models import SandboxSession
+from gateway.pipeline import CallPipeline
+from gateway.principals import PrincipalStore, PrincipalView
+from gateway.problems import Problem
+from gateway.redaction import Redactor
+from gateway.revocations import RevocationStore
+from gateway.sessions import LiveSession, SessionStore
+from gateway.settings import Settings
+from gateway.tools import BUILTIN_TOOLS
+from policy.bundle import PolicyBundle, default_bundle_dir
+from policy.embedded import EmbeddedRegoEngine
+from sandbox.docker_runtime import DockerRuntime
+from sandbox.types import SandboxError, SandboxLimits, SessionSpec
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Readiness:
+    """Which dependencies answer."""
+
+    policy: bool
+    database: bool
+    sandbox: bool
+
+    @property
+    def ready(self) -> bool:
+        """True when every dependency answers."""
+        return self.policy and self.database and self.sandbox
+
+
+class Gateway:
+    """One gateway: database, policy engine, sandbox runtime, detector and the call pipeline."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Engine = make_engine(settings.database_url)
+        self.audit = AuditLog(self.engine)
+        self.principals = PrincipalStore(self.engine)
+        self.sessions = SessionStore(self.engine)
+        self.revocations = RevocationStore(self.engine)
+        bundle_dir = settings.policy_dir or default_bundle_dir()
+        self.policy = EmbeddedRegoEngine(PolicyBundle.load(bundle_dir))
+        self.limits = SandboxLimits(
+            memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus, pids=settings.sandbox_pids,
+            workspace_mb=settings.sandbox_workspace_mb, timeout_s=settings.call_timeout_s,
+            max_output_bytes=settings.max_output_bytes)
+        owner = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+        self.sandbox = DockerRuntime(image=settings.sandbox_image, state_dir=settings.data_dir / "run",
+                                     owner=owner, default_limits=self.limits, runtime=settings.sandbox_runtime)
+        self.enforcer = Enforcer(self.revocations, self.sessions, self.policy, self.sandbox, self.audit,
+                                 settings.detector_mode)
+        self.gate = DetectorGate()
+        self.detector: Detector | None = None
+        self.worker: DetectorWorker | None = None
+        self.pipeline: CallPipeline | None = None
+        self.generated_admin_key: str | None = None
+
+    async def start(self) -> None:
+        """Migrate, bootstrap the admin, load revocations, reap stale containers, start the detector."""
+        settings = self.settings
+        if settings.mode == "local":
+            await asyncio.to_thread(migrate, settings.database_url)
+        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+        self.generated_admin_key = await asyncio.to_thread(self.principals.ensure_admin, admin_key)
+        await self.enforcer.load()
+        await self.sandbox.start()
+        stale = await asyncio.to_thread(self.sessions.fail_all_active, "gateway restarted; container removed")
+        reaped = await self.sandbox.reap(set())
+        if stale or reaped:
+            log.info("reaped stale sessions", sessions=stale, containers=reaped)
+        self.detector = Detector(await asyncio.to_thread(self._checkpoint))
+        self.worker = DetectorWorker(self.detector, self.enforcer.apply_verdict)
+        self.worker.start()
+        self.pipeline = CallPipeline(
+            tools=BUILTIN_TOOLS, policy=self.policy, audit=self.audit, sandbox=self.sandbox,
+            sessions=self.sessions, redactor=Redactor(settings.redact_fields, self._redaction_key()),
+            events=self.worker, gate=self.gate, default_timeout_s=settings.call_timeout_s,
+            max_output_bytes=settings.max_output_bytes, barrier_timeout_s=settings.detector_barrier_timeout_s)
+
+    def _checkpoint(self):
+        path = self.settings.checkpoint_path
+        if not path.exists():
+            log.info("no detector checkpoint; training the default model", path=str(path))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return train_default(path)
+        return load_checkpoint(path)
+
+    def _redaction_key(self) -> bytes:
+        path: Path = self.settings.data_dir / "redaction.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(secrets.token_bytes(32))
+            path.chmod(0o600)
+        return path.read_bytes()
+
+    async def stop(self) -> None:
+        """Stop the detector (draining its queue) and release the engine connections."""
+        if self.worker is not None:
+            await self.worker.stop()
+        await self.sandbox.close()
+        self.engine.dispose()
+
+    async def readiness(self) -> Readiness:
+        """Ask each dependency whether it answers."""
+        return Readiness(policy=self.policy.ping(), database=await asyncio.to_thread(self._db_answers),
+                         sandbox=await self.sandbox.ping())
+
+    def _db_answers(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def create_session(self, agent: PrincipalView, labels: dict[str, str]) -> LiveSession:
+        """Create a session and its container; refused for a revoked agent."""
+        data = await asyncio.to_thread(self.revocations.policy_data)
+        if agent.id in data["agents"]:
+            raise Problem(403, "denied", "Agent revoked",
+                          "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
+                          reasons=["revoked"])
+        row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels)
+        live = await asyncio.to_thread(self.sessions.insert, row)
+        spec = SessionSpec(session_id=row.id, agent_id=agent.id, limits=self.limits,
+                           labels={f"bastion.label.{k}": v for k, v in labels.items()})
+        try:
+            container_id = await self.sandbox.create(spec)
+        except SandboxError as exc:
+            await asyncio.to_thread(self.sessions.end, row.id, "failed", str(exc))
+            raise Problem(503, "sandbox-unavailable", "Sandbox unavailable",
+                          f"The session's container could not be started: {exc}. Check the Docker engine "
+                          "(GET /readyz) and retry.") from exc
+        await asyncio.to_thread(self.sessions.update, row.id, status="active", container_id=container_id)
+        await asyncio.to_thread(self.audit.append, [AuditEntry(
+            kind="session_created", agent_id=agent.id, session_id=row.id,
+            result={"container_id": container_id, "labels": labels})])
+        return live
+
+    async def end_session(self, session: LiveSession, by: str) -> None:
+        """Remove the session's container and mark it ended."""
+        await self.sandbox.kill(session.id)
+        await asyncio.to_thread(self.sessions.end, session.id, "ended", f"ended by {by}")
+        self.detector_forget(session.id)
+        await asyncio.to_thread(self.audit.append, [AuditEntry(
+            kind="session_ended", agent_id=session.agent_id, session_id=session.id, result={"by": by})])
+
+    def detector_forget(self, session_id: str) -> None:
+        """Drop the detector's state of a finished session."""
+        if self.detector is not None:
+            self.detector.forget(session_id)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Make sure a PostgreSQL server answers on localhost for the test suite (Debian, as root), and print
+# the SQLAlchemy URL of a database the tests may use.
+set -euo pipefail
+
+URL="postgresql+psycopg://bastion:bastion@127.0.0.1:5432/bastion_test"
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "PostgreSQL tests need root on Debian (or set BASTION_TEST_POSTGRES_URL)" >&2
+  exit 1
+fi
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^$version main$"; then
+  pg_createcluster "$version" main >/dev/null
+fi
+if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $4}' | grep -q online; then
+  pg_ctlcluster "$version" main start
+fi
+for _ in $(seq 1 60); do
+  if su postgres -c "psql -qtAc 'select 1'" >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+su postgres -c "psql -qtAc \"select 1 from pg_roles where rolname='bastion'\"" | grep -q 1 \
+  || su postgres -c "psql -qc \"create role bastion login password 'bastion' createdb\"" >/dev/null
+su postgres -c "psql -qtAc \"select 1 from pg_database where datname='bastion_test'\"" | grep -q 1 \
+  || su postgres -c "createdb -O bastion bastion_test"
+echo "$URL"
