@@ -14,6 +14,9 @@ SANDBOX_USER = "65534:65534"
 OWNER_LABEL = "bastion.owner"
 SESSION_LABEL = "bastion.session"
 AGENT_LABEL = "bastion.agent"
+POOL_LABEL = "bastion.pool"
+SLOT_LABEL = "bastion.slot"
+CONTAINER_SHAPE = ("memory_mb", "cpus", "pids", "nofile", "workspace_mb")
 TMP_SIZE_MB = 16
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -32,18 +35,38 @@ def container_name(owner: str, session_id: str) -> str:
     return f"bastion-{owner}-{session_id}"
 
 
+def pool_container_name(owner: str, slot: str) -> str:
+    return f"bastion-pool-{owner}-{slot}"
+
+
 def hostname(session_id: str) -> str:
     """`sandbox-` and the first 8 characters of the session id, made valid for a hostname."""
     prefix = re.sub(r"[^a-z0-9]", "-", session_id[:8].lower()).strip("-")
     return f"sandbox-{prefix}"
 
 
+def session_labels(spec: SessionSpec, owner: str) -> dict[str, str]:
+    """Labels of a container made for one session: the spec's own, then owner, session and agent."""
+    return {**spec.labels, OWNER_LABEL: owner, SESSION_LABEL: spec.session_id, AGENT_LABEL: spec.agent_id}
+
+
+def pool_labels(owner: str, slot: str) -> dict[str, str]:
+    """Labels of a warm-pool container: its pool's owner and its slot, never a session (labels are fixed)."""
+    return {POOL_LABEL: owner, SLOT_LABEL: slot}
+
+
+def same_shape(one: SandboxLimits, other: SandboxLimits) -> bool:
+    """True when containers made with either limits are identical (per-call caps and lifetimes aside)."""
+    return all(getattr(one, field) == getattr(other, field) for field in CONTAINER_SHAPE)
+
+
 def container_options(
     *,
-    spec: SessionSpec,
+    name: str,
+    host: str,
+    labels: dict[str, str],
     limits: SandboxLimits,
     image: str,
-    owner: str,
     runtime: str,
     seccomp_profile: str,
     executor_file: Path,
@@ -54,14 +77,9 @@ def container_options(
     return {
         "image": image,
         "command": ["python3", "-I", "-S", EXECUTOR_PATH],
-        "name": container_name(owner, spec.session_id),
-        "hostname": hostname(spec.session_id),
-        "labels": {
-            **spec.labels,
-            OWNER_LABEL: owner,
-            SESSION_LABEL: spec.session_id,
-            AGENT_LABEL: spec.agent_id,
-        },
+        "name": name,
+        "hostname": host,
+        "labels": labels,
         "detach": True,
         "init": True,
         "runtime": runtime,

@@ -3,9 +3,12 @@
 Stdlib only; started as `python3 -I -S /opt/bastion/executor.py` under Docker's init. It connects to
 the gateway's Unix socket in the read-only `/run/bastion`, says hello, then answers newline-delimited
 JSON requests (`exec`, `read`, `write`, `list`), one thread per request, each with one `result` frame
-(or an `error` frame when the executor itself failed). It reconnects whenever the link drops.
+(or an `error` frame when the executor itself failed); an `exec` with `"stream": true` first sends its
+output in `chunk` frames as it arrives. It reconnects whenever the link drops. It also relays every TCP
+connection to 127.0.0.1:3128 (the container's own loopback) to the gateway's egress proxy socket.
 """
 
+import codecs
 import contextlib
 import ctypes
 import json
@@ -18,20 +21,29 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 SOCKET_PATH = "/run/bastion/exec.sock"
+EGRESS_SOCKET_PATH = "/run/bastion/egress.sock"
+PROXY_ADDRESS = ("127.0.0.1", 3128)
+PROXY_URL = "http://127.0.0.1:3128"
 WORKSPACE = "/workspace"
 PROTOCOL = 1
-CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+CHILD_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
+    "HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "http_proxy": PROXY_URL, "https_proxy": PROXY_URL,
+}  # fmt: skip
 OOM_COUNTER_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 READ_CHUNK = 65536
 DRAIN_GRACE_S = 0.5
 EXIT_POLL_S = 0.05
 MAX_LIST_ENTRIES = 10000
+MAX_FORWARDS = 32
 PR_SET_DUMPABLE = 4
 
 Frame = dict[str, Any]
+Emit = Callable[[str, bytes], None]
 
 
 class PathRejected(Exception):
@@ -110,11 +122,12 @@ class Capture:
         self.kept = bytearray()
         self.total = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bytes:
+        """Count `data` and keep what fits under the cap; return the part kept."""
         self.total += len(data)
-        room = self.cap - len(self.kept)
-        if room > 0:
-            self.kept += data[:room]
+        kept = data[: max(self.cap - len(self.kept), 0)]
+        self.kept += kept
+        return kept
 
     @property
     def truncated(self) -> bool:
@@ -143,11 +156,17 @@ class ExitWatch:
             os.close(self.fd)
 
 
-def collect(proc: subprocess.Popen[bytes], stdin: bytes, timeout: float, cap: int) -> tuple[Capture, Capture, bool]:
-    """Feed stdin, capture both streams and enforce the wall clock; return (stdout, stderr, timed_out)."""
+def collect(
+    proc: subprocess.Popen[bytes], stdin: bytes, timeout: float, cap: int, emit: Emit | None = None
+) -> tuple[Capture, Capture, bool]:
+    """Feed stdin, capture both streams (passing kept bytes to `emit`) and enforce the wall clock.
+
+    Returns (stdout, stderr, timed_out).
+    """
     assert proc.stdout is not None and proc.stderr is not None
     stdout, stderr = Capture(cap), Capture(cap)
     captures = {proc.stdout.fileno(): stdout, proc.stderr.fileno(): stderr}
+    names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
     selector = selectors.DefaultSelector()
     for fd in captures:
         os.set_blocking(fd, False)
@@ -207,7 +226,9 @@ def collect(proc: subprocess.Popen[bytes], stdin: bytes, timeout: float, cap: in
                     except BlockingIOError:
                         continue
                     if data:
-                        captures[fd].feed(data)
+                        kept = captures[fd].feed(data)
+                        if kept and emit is not None:
+                            emit(names[fd], kept)
                     else:
                         selector.unregister(fd)
                         open_streams -= 1
@@ -224,7 +245,19 @@ def collect(proc: subprocess.Popen[bytes], stdin: bytes, timeout: float, cap: in
     return stdout, stderr, timed_out
 
 
-def run_exec(request: Frame) -> Frame:
+def chunk_sender(link: "Link", request_id: object) -> Emit:
+    """An `emit` that sends output as `chunk` frames, decoding UTF-8 across chunk boundaries."""
+    decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+
+    def emit(stream: str, data: bytes) -> None:
+        text = decoders[stream].decode(data)
+        if text:
+            link.send({"id": request_id, "type": "chunk", "stream": stream, "data": text})
+
+    return emit
+
+
+def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
     """Run one process in /workspace in a new session; whatever is left in its group dies with it."""
     argv = request.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
@@ -250,7 +283,7 @@ def run_exec(request: Frame) -> Frame:
         return failure(126, f"{argv[0]}: {exc.strerror or exc}")
     RUNNING.add(proc.pid)
     try:
-        stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap)
+        stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
     finally:
         RUNNING.discard(proc.pid)
     duration_ms = (time.monotonic() - started) * 1000.0
@@ -408,7 +441,11 @@ def handle(link: Link, request: Frame) -> None:
         link.send({"id": request_id, "type": "error", "message": f"unknown op: {op!r}"})
         return
     try:
-        reply = {"id": request_id, "type": "result", **operation(request)}
+        if operation is run_exec and request.get("stream") is True:
+            outcome = run_exec(request, chunk_sender(link, request_id))
+        else:
+            outcome = operation(request)
+        reply = {"id": request_id, "type": "result", **outcome}
     except Exception as exc:
         reply = {"id": request_id, "type": "error", "message": f"{type(exc).__name__}: {exc}"}
     link.send(reply)
@@ -448,6 +485,73 @@ def connect() -> socket.socket:
             delay = min(delay * 2, 1.0)
 
 
+def pump(source: socket.socket, target: socket.socket) -> None:
+    """Copy one direction until end of stream and pass the half-close on; on an error, cut both ways."""
+    try:
+        while data := source.recv(READ_CHUNK):
+            target.sendall(data)
+        target.shutdown(socket.SHUT_WR)
+    except OSError:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+FORWARDS = threading.BoundedSemaphore(MAX_FORWARDS)
+
+
+def forward(client: socket.socket) -> None:
+    """Relay one connection made to the proxy address to the gateway's egress socket, both ways."""
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(EGRESS_SOCKET_PATH)
+        back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+        back.start()
+    except (OSError, RuntimeError):
+        upstream.close()
+        client.close()
+        return
+    pump(client, upstream)
+    back.join()
+    upstream.close()
+    client.close()
+
+
+def forward_then_release(client: socket.socket) -> None:
+    try:
+        forward(client)
+    finally:
+        FORWARDS.release()
+
+
+def serve_egress(listener: socket.socket) -> None:
+    """Accept connections to the proxy address for as long as the executor lives; at most MAX_FORWARDS at once."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        if not FORWARDS.acquire(blocking=False):
+            client.close()
+            continue
+        try:
+            threading.Thread(target=forward_then_release, args=(client,), daemon=True).start()
+        except RuntimeError:
+            FORWARDS.release()
+            client.close()
+
+
+def start_egress_forwarder() -> None:
+    """Listen on 127.0.0.1:3128 before any sandboxed code runs, so nothing else can take the address."""
+    try:
+        listener = socket.create_server(PROXY_ADDRESS, backlog=64)
+    except OSError as exc:
+        print(f"executor: no egress forwarder: {exc}", file=sys.stderr, flush=True)
+        return
+    threading.Thread(target=serve_egress, args=(listener,), daemon=True).start()
+
+
 def make_undumpable() -> None:
     """Keep same-uid sandboxed processes out of this process's memory and file descriptors via /proc."""
     with contextlib.suppress(OSError, AttributeError):
@@ -456,6 +560,7 @@ def make_undumpable() -> None:
 
 def main() -> None:
     make_undumpable()
+    start_egress_forwarder()
     while True:
         sock = connect()
         try:

@@ -2,8 +2,8 @@
 
 Frames are newline-delimited JSON. The executor connects, sends `{"type": "hello", "protocol": 1}`,
 then answers each `{"id", "op", ...}` request with one `{"id", "type": "result", ...}` frame (or
-`{"id", "type": "error", "message"}` when the executor itself failed). `chunk` frames are reserved for
-streaming output and are skipped.
+`{"id", "type": "error", "message"}` when the executor itself failed). A request with `"stream": true`
+also gets `{"id", "type": "chunk", "stream", "data"}` frames as its output arrives, before its result.
 """
 
 import asyncio
@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ class ExecutorLink:
         self._writer: asyncio.StreamWriter | None = None
         self._connection: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._pending: dict[int, asyncio.Queue[Frame | LinkDown]] = {}
         self._ids = itertools.count(1)
         self._pinned_pid: int | None = None
         self._had_executor = False
@@ -71,9 +72,7 @@ class ExecutorLink:
         """Start accepting the executor on the socket; the socket is reachable only inside the container."""
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=str(self.socket_path), limit=FRAME_LIMIT
-        )
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path), limit=FRAME_LIMIT)
         os.chmod(self.socket_path, 0o666)
 
     async def wait_ready(self, timeout: float) -> bool:
@@ -83,31 +82,43 @@ class ExecutorLink:
         return self.connected
 
     async def call(self, frame: Frame, timeout: float) -> Frame:
-        """Send one request and return its result frame; raise SandboxError if no result comes in time."""
+        """Send one request and return its result frame; raise SandboxError if none comes in time."""
+        frames = [reply async for reply in self.stream(frame, timeout)]
+        return frames[-1]
+
+    async def stream(self, frame: Frame, timeout: float) -> AsyncIterator[Frame]:
+        """Send one request and yield its `chunk` frames, then its `result` frame, all within `timeout`."""
         if self._closed:
             raise LinkDown(f"the executor link of session {self.session_id} is closed")
         if not self.connected and not await self.wait_ready(RECONNECT_WAIT_S):
             raise LinkDown(f"the executor of session {self.session_id} is not connected")
         assert self._writer is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         request_id = next(self._ids)
-        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        replies: asyncio.Queue[Frame | LinkDown] = asyncio.Queue()
+        self._pending[request_id] = replies
         try:
-            async with asyncio.timeout(timeout):
+            try:
                 self._writer.write(json.dumps({**frame, "id": request_id}).encode() + b"\n")
-                await self._writer.drain()
-                reply = await future
-        except TimeoutError:
-            raise SandboxError(
-                f"the executor of session {self.session_id} gave no result within {timeout:.1f}s"
-            ) from None
-        except (ConnectionError, RuntimeError) as exc:
-            raise LinkDown(f"the executor link of session {self.session_id} failed: {exc}") from exc
+                await asyncio.wait_for(self._writer.drain(), timeout)
+                while True:
+                    reply = await asyncio.wait_for(replies.get(), max(deadline - loop.time(), 0.0))
+                    if isinstance(reply, LinkDown):
+                        raise reply
+                    if reply.get("type") == "error":
+                        raise SandboxError(f"the executor of session {self.session_id} failed: {reply.get('message')}")
+                    yield reply
+                    if reply.get("type") == "result":
+                        return
+            except TimeoutError:
+                raise SandboxError(
+                    f"the executor of session {self.session_id} gave no result within {timeout:.1f}s"
+                ) from None
+            except (ConnectionError, RuntimeError) as exc:
+                raise LinkDown(f"the executor link of session {self.session_id} failed: {exc}") from exc
         finally:
             self._pending.pop(request_id, None)
-        if reply.get("type") == "error":
-            raise SandboxError(f"the executor of session {self.session_id} failed: {reply.get('message')}")
-        return reply
 
     async def close(self) -> None:
         """Stop listening, drop the executor connection and fail the calls still waiting."""
@@ -168,13 +179,12 @@ class ExecutorLink:
                 reply = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(reply, dict) or reply.get("type") not in ("result", "error"):
+            if not isinstance(reply, dict) or reply.get("type") not in ("chunk", "result", "error"):
                 continue
-            future = self._pending.get(reply.get("id"))  # type: ignore[arg-type]
-            if future is not None and not future.done():
-                future.set_result(reply)
+            replies = self._pending.get(reply.get("id"))  # type: ignore[arg-type]
+            if replies is not None:
+                replies.put_nowait(reply)
 
     def _fail_pending(self, reason: str) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(LinkDown(f"session {self.session_id}: {reason}"))
+        for replies in self._pending.values():
+            replies.put_nowait(LinkDown(f"session {self.session_id}: {reason}"))

@@ -1,8 +1,9 @@
 """The interface every container runtime backend implements."""
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
-from sandbox.types import RunRequest, RunResult, SessionSpec
+from sandbox.types import RunChunk, RunRequest, RunResult, SessionSpec
 
 
 class SandboxRuntime(Protocol):
@@ -20,8 +21,16 @@ class SandboxRuntime(Protocol):
         """Run one operation in the session's container; raise SandboxError if it cannot."""
         ...
 
-    async def kill(self, session_id: str) -> bool:
-        """Kill and remove the session's container; True if one existed."""
+    def run_stream(self, session_id: str, request: RunRequest) -> AsyncIterator[RunChunk | RunResult]:
+        """Like `run`, yielding output chunks as they arrive and then the result."""
+        ...
+
+    async def kill(self, session_id: str, *, container_id: str | None = None) -> bool:
+        """Kill and remove the session's own container (only `container_id`, when given); True if it had one."""
+        ...
+
+    def expired_sessions(self) -> dict[str, str]:
+        """Sessions whose container was removed for idleness or age, and why."""
         ...
 
     async def reap(self, live_session_ids: set[str]) -> list[str]:

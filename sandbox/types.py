@@ -8,7 +8,11 @@ WORKSPACE = "/workspace"
 
 
 class SandboxLimits(BaseModel):
-    """Resource limits of one session container and of each call in it."""
+    """Resource limits of one session container and of each call in it.
+
+    The runtime removes a session's container after `idle_timeout_s` without a call in flight, or
+    `max_lifetime_s` after it was handed to the session; None means no such limit.
+    """
 
     memory_mb: int = 256
     cpus: float = 1.0
@@ -18,6 +22,8 @@ class SandboxLimits(BaseModel):
     timeout_s: float = 10.0
     max_timeout_s: float = 120.0
     max_output_bytes: int = 65536
+    idle_timeout_s: float | None = None
+    max_lifetime_s: float | None = None
 
 
 class SessionSpec(BaseModel):
@@ -27,6 +33,7 @@ class SessionSpec(BaseModel):
     agent_id: str
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
     labels: dict[str, str] = Field(default_factory=dict)
+    runtime: str | None = None
 
 
 class RunRequest(BaseModel):
@@ -39,6 +46,13 @@ class RunRequest(BaseModel):
     path: str | None = None
     content: str | None = None
     max_output_bytes: int = 65536
+
+
+class RunChunk(BaseModel):
+    """Output of a call in flight, sent as it arrives; the final RunResult still carries all of it."""
+
+    stream: Literal["stdout", "stderr"]
+    data: str
 
 
 class RunResult(BaseModel):
@@ -61,3 +75,25 @@ class RunResult(BaseModel):
 
 class SandboxError(Exception):
     """The sandbox could not run the request (container gone, engine down); the call fails closed."""
+
+
+class EgressDecision(BaseModel):
+    """Whether one session may open a connection to one destination, and why."""
+
+    allow: bool
+    reason: str
+
+
+class EgressAttempt(BaseModel):
+    """One connection a sandbox asked the egress proxy for, as recorded for audit and the detector."""
+
+    session_id: str | None
+    method: str
+    host: str
+    port: int
+    addresses: list[str] = Field(default_factory=list)
+    allowed: bool
+    reason: str
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    duration_ms: float = 0.0

@@ -14,12 +14,12 @@ import docker
 import httpx
 import pytest
 import uvicorn
-from detector.train import train_default
-from sandbox.image import ensure_base_image
 from sqlalchemy import create_engine, text
 
+from detector.train import train_default
 from gateway.app import create_app
 from gateway.settings import Settings
+from sandbox.image import ensure_base_image
 
 ADMIN_KEY = "test-admin-key-" + "x" * 32
 

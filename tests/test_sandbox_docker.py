@@ -159,6 +159,18 @@ async def test_sandboxed_code_cannot_pose_as_or_read_the_executor(runtime: Docke
     assert (await sh(runtime, session, "true")).exit_code == 0
 
 
+async def test_egress_is_refused_when_no_authorizer_is_configured(runtime: DockerRuntime, session: str) -> None:
+    fetch = (
+        "import urllib.error, urllib.request\n"
+        "try:\n"
+        "    urllib.request.urlopen('http://93.184.216.34/', timeout=20)\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    print(exc.code, exc.read().decode().strip())\n"
+    )
+    result = await sh(runtime, session, "python3", "-c", fetch)
+    assert result.stdout == "403 bastion egress proxy: 93.184.216.34:80 refused: no egress authorizer is configured\n"
+
+
 async def test_workspace_files_round_trip(runtime: DockerRuntime, session: str) -> None:
     wrote = await runtime.run(session, RunRequest(op="write", path="notes/a.txt", content="héllo"))
     assert wrote.exit_code == 0 and wrote.data == {"path": "notes/a.txt", "bytes": 6}
