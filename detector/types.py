@@ -32,12 +32,15 @@ class Event(BaseModel):
 
 
 class Verdict(BaseModel):
-    """The detector's judgement of one event; the gateway applies the action."""
+    """The detector's judgement of one event; the gateway applies the action.
+
+    `risk` is the score on a 0..1 scale: 0.5 at the threshold, 1.0 at twice it and for hard signals."""
 
     call_id: str
     agent_id: str
     session_id: str
     score: float
     threshold: float
+    risk: float = 0.0
     action: Action = "none"
     reasons: list[str] = Field(default_factory=list)

@@ -14,6 +14,7 @@ from detector.scorer import Detector
 from detector.train import train_default
 from detector.worker import DetectorWorker
 from gateway.audit import AuditEntry, AuditLog
+from gateway.audit_redaction import AuditRedactor
 from gateway.db import make_engine, migrate
 from gateway.enforcement import Enforcer
 from gateway.gate import DetectorGate
@@ -22,7 +23,6 @@ from gateway.models import SandboxSession
 from gateway.pipeline import CallPipeline
 from gateway.principals import PrincipalStore, PrincipalView
 from gateway.problems import Problem
-from gateway.redaction import Redactor
 from gateway.revocations import RevocationStore
 from gateway.sessions import LiveSession, SessionStore
 from gateway.settings import Settings
@@ -55,7 +55,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: Engine = make_engine(settings.database_url)
-        self.audit = AuditLog(self.engine)
+        self.audit = AuditLog.from_settings(self.engine, settings)
         self.principals = PrincipalStore(self.engine)
         self.sessions = SessionStore(self.engine)
         self.revocations = RevocationStore(self.engine)
@@ -81,6 +81,7 @@ class Gateway:
         settings = self.settings
         if settings.mode == "local":
             await asyncio.to_thread(migrate, settings.database_url)
+        self.audit.start()
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.generated_admin_key = await asyncio.to_thread(self.principals.ensure_admin, admin_key)
         await self.enforcer.load()
@@ -94,7 +95,7 @@ class Gateway:
         self.worker.start()
         self.pipeline = CallPipeline(
             tools=BUILTIN_TOOLS, policy=self.policy, audit=self.audit, sandbox=self.sandbox,
-            sessions=self.sessions, redactor=Redactor(settings.redact_fields, self._redaction_key()),
+            sessions=self.sessions, redactor=AuditRedactor(settings.redact_fields, self._redaction_key()),
             events=self.worker, gate=self.gate, default_timeout_s=settings.call_timeout_s,
             max_output_bytes=settings.max_output_bytes, barrier_timeout_s=settings.detector_barrier_timeout_s)
 
@@ -115,10 +116,14 @@ class Gateway:
         return path.read_bytes()
 
     async def stop(self) -> None:
-        """Stop the detector (draining its queue) and release the engine connections."""
+        """Drain the detector, end every live session (their containers are removed) and disconnect."""
         if self.worker is not None:
             await self.worker.stop()
+        ended = await asyncio.to_thread(self.sessions.fail_all_active, "gateway stopped; container removed")
+        await self.sandbox.reap(set())
+        log.info("gateway stopped", ended_sessions=len(ended))
         await self.sandbox.close()
+        await asyncio.to_thread(self.audit.close)
         self.engine.dispose()
 
     async def readiness(self) -> Readiness:

@@ -1,0 +1,113 @@
+"""The GRU sequence model: predicts each event of a session from the events before it."""
+
+import torch
+from torch import Tensor, nn
+
+from detector.features import EXIT_CLASSES, FLAG_FEATURES, MEASURE_FEATURES, TOOL_VOCABULARY, VECTOR_SIZE
+
+MEASURE_WEIGHT = 5.0
+FLAG_PRIOR_LOGIT = -6.0
+THREAT_WEIGHT = 3.0
+THREAT_FLAGS = frozenset(
+    {
+        "sensitive_path",
+        "has_ip",
+        "pipe_to_shell",
+        "base64_blob",
+        "privilege_escalation",
+        "destructive",
+        "recon_commands",
+        "seccomp_killed",
+    }
+)
+OUTCOME_PARTS = frozenset(
+    {"exit", "timed_out", "oom_killed", "seccomp_killed", "duration", "stdout_bytes", "stderr_bytes"}
+)
+DENIAL_PARTS = frozenset({"deny_reasons"})
+N_TOOLS = len(TOOL_VOCABULARY)
+N_EXITS = len(EXIT_CLASSES)
+N_FLAGS = len(FLAG_FEATURES)
+N_MEASURES = len(MEASURE_FEATURES)
+CONTRIBUTION_NAMES: tuple[str, ...] = ("tool", "exit", *FLAG_FEATURES, *MEASURE_FEATURES)
+DENIED_INDEX = N_TOOLS + N_EXITS + FLAG_FEATURES.index("denied")
+
+
+def _per_part(values: dict[str, float], default: float) -> list[float]:
+    """One value per entry of `CONTRIBUTION_NAMES`, taken from `values` or `default`."""
+    return [values.get(name, default) for name in CONTRIBUTION_NAMES]
+
+
+def pick_device() -> torch.device:
+    """CUDA when torch can use it, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _split(vectors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Tool one-hot, exit one-hot, flags and measures of event vectors [..., D]."""
+    tools, exits, flags, measures = vectors.split([N_TOOLS, N_EXITS, N_FLAGS, N_MEASURES], dim=-1)
+    return tools, exits, flags, measures
+
+
+def _flag_surprise(logits: Tensor, target: Tensor) -> Tensor:
+    """KL divergence (nats) from the predicted Bernoulli to the observed flag value, per flag."""
+    cross = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    clipped = target.clamp(1e-6, 1 - 1e-6)
+    entropy = -(clipped * clipped.log() + (1 - clipped) * (1 - clipped).log())
+    return (cross - entropy).clamp_min(0.0)
+
+
+class SequenceModel(nn.Module):
+    """Encodes each event, carries a GRU state through the session, and predicts the next event.
+
+    An event's score is its surprise in nats: cross-entropy of its tool and exit class, Bernoulli
+    surprise of each flag (threat indicators weighted `THREAT_WEIGHT`), plus `MEASURE_WEIGHT` x the
+    squared error of each measure."""
+
+    def __init__(self, hidden_size: int = 64) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.encoder = nn.Sequential(nn.Linear(VECTOR_SIZE, hidden_size), nn.GELU())
+        self.gru = nn.GRU(hidden_size, hidden_size, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, VECTOR_SIZE))
+        with torch.no_grad():
+            flags = slice(N_TOOLS + N_EXITS, N_TOOLS + N_EXITS + N_FLAGS)
+            self.head[-1].bias[flags] = FLAG_PRIOR_LOGIT
+        weights = _per_part(dict.fromkeys(THREAT_FLAGS, THREAT_WEIGHT), 1.0)
+        outcome = _per_part(dict.fromkeys(OUTCOME_PARTS, 1.0), 0.0)
+        denial = _per_part(dict.fromkeys(DENIAL_PARTS, 1.0), 0.0)
+        self.register_buffer("part_weights", torch.tensor(weights), persistent=False)
+        self.register_buffer("outcome_parts", torch.tensor(outcome), persistent=False)
+        self.register_buffer("denial_parts", torch.tensor(denial), persistent=False)
+
+    def predict(self, hidden: Tensor) -> Tensor:
+        """Expected next event as [..., D]: tool and exit logits, flag logits, measure values."""
+        return self.head(hidden)
+
+    def step(self, vectors: Tensor, hidden: Tensor) -> Tensor:
+        """Advance a batch of session states ([B, H]) by one event each ([B, D])."""
+        _, new_hidden = self.gru(self.encoder(vectors).unsqueeze(1), hidden.unsqueeze(0))
+        return new_hidden.squeeze(0)
+
+    def forward(self, vectors: Tensor) -> Tensor:
+        """Predictions for every position of padded sessions [B, T, D], each from the state before it."""
+        outputs, _ = self.gru(self.encoder(vectors))
+        start = outputs.new_zeros(outputs.shape[0], 1, outputs.shape[2])
+        return self.predict(torch.cat([start, outputs[:, :-1]], dim=1))
+
+    def contributions(self, prediction: Tensor, vectors: Tensor) -> Tensor:
+        """Each part's weighted surprise [..., len(CONTRIBUTION_NAMES)]; outcome parts only count when
+        the call ran, the denial parts only when it was refused."""
+        tool_logits, exit_logits, flag_logits, measures = _split(prediction)
+        tool, exit_status, flags, observed = _split(vectors)
+        tool_loss = -(tool_logits.log_softmax(dim=-1) * tool).sum(dim=-1, keepdim=True)
+        exit_loss = -(exit_logits.log_softmax(dim=-1) * exit_status).sum(dim=-1, keepdim=True)
+        flag_loss = _flag_surprise(flag_logits, flags)
+        measure_loss = MEASURE_WEIGHT * (measures - observed).pow(2)
+        parts = torch.cat([tool_loss, exit_loss, flag_loss, measure_loss], dim=-1)
+        denied = vectors[..., DENIED_INDEX : DENIED_INDEX + 1]
+        relevant = 1.0 - self.outcome_parts * denied - self.denial_parts * (1.0 - denied)
+        return parts * relevant * self.part_weights
+
+    def scores(self, prediction: Tensor, vectors: Tensor) -> Tensor:
+        """Anomaly score of each event: how surprising it was given the session before it."""
+        return self.contributions(prediction, vectors).sum(dim=-1)
