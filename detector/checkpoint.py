@@ -1,5 +1,6 @@
 """A trained detector on disk: weights plus the metadata needed to use them safely."""
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,12 +14,14 @@ from detector.model import SequenceModel
 
 @dataclass
 class Checkpoint:
-    """Model weights, the alerting threshold, and what the model was trained on."""
+    """Model weights, the generic alerting threshold, per-agent thresholds, and what the model was trained on
+    (`training`: data source, window, agents, sessions, calibration)."""
 
     state_dict: dict[str, torch.Tensor]
     hidden_size: int
     threshold: float
     training: dict[str, Any] = field(default_factory=dict)
+    agent_thresholds: dict[str, float] = field(default_factory=dict)
     features_version: int = FEATURES_VERSION
     vocabulary: list[str] = field(default_factory=lambda: list(TOOL_VOCABULARY))
     feature_names: list[str] = field(default_factory=lambda: list(VECTOR_NAMES))
@@ -32,19 +35,23 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
-    """Write the checkpoint with torch.save (weights on the CPU, metadata as plain values)."""
+    """Write the checkpoint with torch.save (weights on the CPU, metadata as plain values), atomically: a
+    gateway watching the file never reads half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "state_dict": {name: tensor.detach().cpu() for name, tensor in checkpoint.state_dict.items()},
         "hidden_size": checkpoint.hidden_size,
         "threshold": checkpoint.threshold,
         "training": checkpoint.training,
+        "agent_thresholds": checkpoint.agent_thresholds,
         "features_version": checkpoint.features_version,
         "vocabulary": checkpoint.vocabulary,
         "feature_names": checkpoint.feature_names,
         "created_at": checkpoint.created_at,
     }
-    torch.save(payload, path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

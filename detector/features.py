@@ -5,9 +5,11 @@ import re
 from collections import Counter
 from typing import Any
 
+import torch
+
 from detector.types import Event
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 TOOL_VOCABULARY: tuple[str, ...] = ("shell.run", "python.run", "fs.read", "fs.write", "fs.list", "other")
 
@@ -77,9 +79,7 @@ _DESTRUCTIVE = re.compile(
     r"|\btruncate\s+-s\s*0\b|\bfork\(\)|\bchmod\s+-R\s+0*0{3}\b",
     re.IGNORECASE,
 )
-_COMMAND_POSITION = (
-    r"(?:^|[;&|\n`]|\$\(|(?:subprocess\.\w+|os\.system|os\.popen)\(\[?[\"'])[ \t]*(?:sudo[ \t]+)?"
-)
+_COMMAND_POSITION = r"(?:^|[;&|\n`]|\$\(|(?:subprocess\.\w+|os\.system|os\.popen)\(\[?[\"'])[ \t]*(?:sudo[ \t]+)?"
 _RECON = re.compile(
     _COMMAND_POSITION + r"(whoami|id|uname|hostname|ifconfig|netstat|lsof|printenv|env|getent|lsb_release"
     r"|ps\s+(aux|-ef)|ss\s+-\w+|ip\s+(a|addr|route|r))\b(?![.=])"
@@ -98,14 +98,14 @@ def _entropy(text: str) -> float:
     return -sum(n / total * math.log2(n / total) for n in counts.values())
 
 
-def _strings(value: Any, limit: int | None = SCAN_LIMIT) -> list[str]:
+def strings(value: Any, limit: int | None = SCAN_LIMIT) -> list[str]:
     """Every string inside a JSON-like value, depth first, each cut to `limit` characters."""
     if isinstance(value, str):
         return [value[:limit]]
     if isinstance(value, dict):
-        return [s for key, item in value.items() for s in [str(key)[:limit], *_strings(item, limit)]]
+        return [s for key, item in value.items() for s in [str(key)[:limit], *strings(item, limit)]]
     if isinstance(value, list | tuple):
-        return [s for item in value for s in _strings(item, limit)]
+        return [s for item in value for s in strings(item, limit)]
     return []
 
 
@@ -124,17 +124,14 @@ def _numbers(value: Any) -> list[float]:
     return []
 
 
-def _command_texts(args: dict[str, Any]) -> list[str]:
+def command_texts(args: dict[str, Any]) -> list[str]:
     """Strings of the arguments that are run or interpreted: everything but paths and file content."""
     return [
-        text
-        for key, value in args.items()
-        if key not in PATH_ARGUMENTS and key != "content"
-        for text in _strings(value)
+        text for key, value in args.items() if key not in PATH_ARGUMENTS and key != "content" for text in strings(value)
     ]
 
 
-def _paths(tool: str, args: dict[str, Any], commands: list[str]) -> list[str]:
+def path_tokens(tool: str, args: dict[str, Any], commands: list[str]) -> list[str]:
     """Path arguments plus path-looking tokens inside commands and code."""
     paths = [str(args[key]) for key in PATH_ARGUMENTS if isinstance(args.get(key), str)]
     if tool == "fs.list" and not paths:
@@ -175,19 +172,19 @@ def _squash(count: float, scale: float) -> float:
 
 def argument_features(tool: str, args: dict[str, Any]) -> dict[str, float]:
     """Numeric indicator features of a call's arguments; no raw value leaves this function."""
-    texts = _strings(args)
+    texts = strings(args)
     joined = "\n".join(texts)
     main_key = MAIN_ARGUMENT.get(tool)
     main = args.get(main_key) if main_key else None
     if not isinstance(main, str):
         main = max(texts, key=len, default="")
     main = main[:SCAN_LIMIT]
-    commands = _command_texts(args)
+    commands = command_texts(args)
     code = "\n".join(commands)
-    paths = _paths(tool, args, commands)
+    paths = path_tokens(tool, args, commands)
     numbers = _numbers(args)
     features = {
-        "total_length": math.log10(1 + sum(len(t) for t in _strings(args, limit=None))) / 5,
+        "total_length": math.log10(1 + sum(len(t) for t in strings(args, limit=None))) / 5,
         "main_entropy": _entropy(main) / 6,
         "path_depth": _squash(max((_depth(p) for p in paths), default=0), 4),
         "sensitive_path": float(
@@ -208,12 +205,24 @@ def argument_features(tool: str, args: dict[str, Any]) -> dict[str, float]:
     return {name: float(features[name]) for name in ARG_FEATURE_NAMES}
 
 
+NOVELTY_NAMES: tuple[str, ...] = (
+    "novel_value",
+    "novel_value_any",
+    "novel_path",
+    "novel_domain",
+    "novel_domain_any",
+    "novel_recipient",
+    "novel_recipient_any",
+    "agent_history",
+)
+EGRESS_NOVELTY_NAMES: tuple[str, ...] = ("novel_egress", "novel_egress_any")
 EXIT_CLASSES: tuple[str, ...] = ("none", "ok", "error", "killed")
 FLAG_FEATURES: tuple[str, ...] = (
     "denied",
     "timed_out",
     "oom_killed",
     "seccomp_killed",
+    "truncated",
     "sensitive_path",
     "outside_workspace",
     "has_url",
@@ -224,6 +233,10 @@ FLAG_FEATURES: tuple[str, ...] = (
     "privilege_escalation",
     "destructive",
     "recon_commands",
+    "egress_allowed",
+    "egress_denied",
+    *(name for name in NOVELTY_NAMES if name != "agent_history"),
+    *EGRESS_NOVELTY_NAMES,
 )
 MEASURE_FEATURES: tuple[str, ...] = (
     "duration",
@@ -236,6 +249,9 @@ MEASURE_FEATURES: tuple[str, ...] = (
     "path_depth",
     "shell_metachars",
     "numeric_magnitude",
+    "egress_count",
+    "egress_bytes",
+    "agent_history",
 )
 VECTOR_NAMES: tuple[str, ...] = (
     *(f"tool:{tool}" for tool in TOOL_VOCABULARY),
@@ -247,11 +263,33 @@ VECTOR_SIZE = len(VECTOR_NAMES)
 
 
 MEASURE_CAP = 4.0
+LOG_CAP = 1e15
 _TOOL_POSITION = {tool: i for i, tool in enumerate(TOOL_VOCABULARY)}
-_EXIT_START = len(TOOL_VOCABULARY)
-_ARG_FLAGS = tuple((name, VECTOR_NAMES.index(name)) for name in FLAG_FEATURES if name in ARG_FEATURE_NAMES)
-_ARG_MEASURES = tuple((name, VECTOR_NAMES.index(name)) for name in MEASURE_FEATURES if name in ARG_FEATURE_NAMES)
-_POSITION = {name: VECTOR_NAMES.index(name) for name in VECTOR_NAMES}
+_ARG_FLAG_NAMES = tuple(name for name in FLAG_FEATURES if name in ARG_FEATURE_NAMES)
+_ARG_MEASURE_NAMES = tuple(name for name in MEASURE_FEATURES if name in ARG_FEATURE_NAMES)
+_NOVELTY_FLAG_NAMES = tuple(name for name in (*NOVELTY_NAMES, *EGRESS_NOVELTY_NAMES) if name in FLAG_FEATURES)
+_OUTCOME_FLAGS = ("timed_out", "oom_killed", "seccomp_killed", "truncated", "egress_allowed", "egress_denied")
+_LOG_MEASURES = (
+    ("duration", 5.0),
+    ("stdout_bytes", 6.0),
+    ("stderr_bytes", 6.0),
+    ("gap", 4.0),
+    ("egress_count", 2.0),
+    ("egress_bytes", 6.0),
+)
+_RAW_COLUMNS = (
+    "tool_index",
+    "exit_class",
+    "allowed",
+    "deny_reason_count",
+    *_OUTCOME_FLAGS,
+    *(name for name, _ in _LOG_MEASURES),
+    *_ARG_FLAG_NAMES,
+    *_ARG_MEASURE_NAMES,
+    *_NOVELTY_FLAG_NAMES,
+    "agent_history",
+)
+_RAW = {name: i for i, name in enumerate(_RAW_COLUMNS)}
 
 
 def tool_index(tool: str) -> int:
@@ -268,43 +306,95 @@ def exit_class(exit_code: int | None) -> int:
     return 2 if 0 < exit_code < 126 else 3
 
 
-def _log_scaled(value: float, decades: float) -> float:
-    """log10(1 + value) / decades for a non-negative value (NaN and negatives count as 0)."""
-    return math.log10(1 + min(value, 1e15)) / decades if value > 0 else 0.0
+def _raw_row(event: Event, gap_s: float) -> tuple[float, ...]:
+    """The event's raw values in `_RAW_COLUMNS` order: the only per-event Python work of featurization."""
+    egress = event.egress
+    arg_get, novelty_get = event.arg_features.get, event.novelty.get
+    return (
+        tool_index(event.tool),
+        exit_class(event.exit_code),
+        event.allowed,
+        len(event.reasons),
+        event.timed_out,
+        event.oom_killed,
+        event.seccomp_killed,
+        event.truncated,
+        any(record.allowed for record in egress),
+        not all(record.allowed for record in egress),
+        event.duration_ms,
+        event.stdout_bytes,
+        event.stderr_bytes,
+        gap_s,
+        len(egress),
+        sum(record.bytes_sent + record.bytes_received for record in egress),
+        *[arg_get(name, 0.0) for name in _ARG_FLAG_NAMES],
+        *[arg_get(name, 0.0) for name in _ARG_MEASURE_NAMES],
+        *[novelty_get(name, 0.0) for name in _NOVELTY_FLAG_NAMES],
+        novelty_get("agent_history", 0.0),
+    )
+
+
+def _block(names: tuple[str, ...]) -> tuple[list[int], list[int]]:
+    """Positions of `names` among the raw columns and in the vector."""
+    return [_RAW[name] for name in names], [_POSITION[name] for name in names]
+
+
+_POSITION = {name: i for i, name in enumerate(VECTOR_NAMES)}
+_UNIT_BLOCK = _block((*_OUTCOME_FLAGS, *_ARG_FLAG_NAMES, *_NOVELTY_FLAG_NAMES, "agent_history"))
+_MEASURE_BLOCK = _block(_ARG_MEASURE_NAMES)
+_LOG_BLOCK = _block(tuple(name for name, _ in _LOG_MEASURES))
+_LOG_DECADES = torch.tensor([decades for _, decades in _LOG_MEASURES], dtype=torch.float64)
+_EXIT_START = len(TOOL_VOCABULARY)
+
+
+def event_matrix(events: list[Event], gaps: list[float]) -> torch.Tensor:
+    """Events as a [N, VECTOR_SIZE] float32 tensor named by `VECTOR_NAMES`: one-hots, flags in [0, 1], measures.
+
+    Argument and novelty features outside their range are clamped (NaN counts as 0), so no input can poison
+    the model. Everything after reading the raw values is a few tensor operations over the whole batch."""
+    raw = torch.tensor(
+        [_raw_row(event, gap) for event, gap in zip(events, gaps, strict=True)], dtype=torch.float64
+    ).view(-1, len(_RAW_COLUMNS))
+    rows = torch.arange(raw.shape[0])
+    out = torch.zeros(raw.shape[0], VECTOR_SIZE, dtype=torch.float64)
+    out[rows, raw[:, _RAW["tool_index"]].long()] = 1.0
+    out[rows, _EXIT_START + raw[:, _RAW["exit_class"]].long()] = 1.0
+    source, target = _UNIT_BLOCK
+    out[:, target] = torch.nan_to_num(raw[:, source], nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+    source, target = _MEASURE_BLOCK
+    out[:, target] = torch.nan_to_num(raw[:, source], nan=0.0, posinf=MEASURE_CAP, neginf=0.0).clamp(0.0, MEASURE_CAP)
+    source, target = _LOG_BLOCK
+    logs = torch.nan_to_num(raw[:, source], nan=0.0, posinf=LOG_CAP, neginf=0.0).clamp(0.0, LOG_CAP)
+    out[:, target] = torch.log10(1.0 + logs) / _LOG_DECADES
+    denied = 1.0 - raw[:, _RAW["allowed"]]
+    reasons = raw[:, _RAW["deny_reason_count"]]
+    out[:, _POSITION["denied"]] = denied
+    out[:, _POSITION["deny_reasons"]] = denied * reasons / (reasons + 1.0)
+    return out.float()
 
 
 def event_vector(event: Event, gap_s: float) -> list[float]:
-    """The event as a fixed-layout vector named by `VECTOR_NAMES`: one-hots, flags in [0, 1], measures.
+    """One event as a list named by `VECTOR_NAMES` (see `event_matrix`)."""
+    return event_matrix([event], [gap_s])[0].tolist()
 
-    Argument features outside their range are clamped (NaN counts as 0) so no input can poison the model."""
-    vector = [0.0] * VECTOR_SIZE
-    vector[tool_index(event.tool)] = 1.0
-    vector[_EXIT_START + exit_class(event.exit_code)] = 1.0
-    features = event.arg_features
-    for name, position in _ARG_FLAGS:
-        value = features.get(name, 0.0)
-        vector[position] = 1.0 if value >= 1.0 else (value if value > 0.0 else 0.0)
-    for name, position in _ARG_MEASURES:
-        value = features.get(name, 0.0)
-        vector[position] = min(value, MEASURE_CAP) if value > 0.0 else 0.0
-    vector[_POSITION["denied"]] = 0.0 if event.allowed else 1.0
-    vector[_POSITION["timed_out"]] = float(event.timed_out)
-    vector[_POSITION["oom_killed"]] = float(event.oom_killed)
-    vector[_POSITION["seccomp_killed"]] = float(event.seccomp_killed)
-    vector[_POSITION["duration"]] = _log_scaled(event.duration_ms, 5)
-    vector[_POSITION["stdout_bytes"]] = _log_scaled(event.stdout_bytes, 6)
-    vector[_POSITION["stderr_bytes"]] = _log_scaled(event.stderr_bytes, 6)
-    vector[_POSITION["deny_reasons"]] = 0.0 if event.allowed else _squash(len(event.reasons), 1)
-    vector[_POSITION["gap"]] = _log_scaled(gap_s, 4)
-    return vector
+
+def event_gap(event: Event, previous_timestamp: float | None) -> float:
+    """Seconds since the session's previous call: the event's own `gap_s`, else from timestamps."""
+    if event.gap_s is not None:
+        return event.gap_s
+    return 0.0 if previous_timestamp is None else max(event.timestamp - previous_timestamp, 0.0)
+
+
+def session_gaps(events: list[Event]) -> list[float]:
+    """The gap before each event of one session, in order."""
+    gaps = []
+    previous: float | None = None
+    for event in events:
+        gaps.append(event_gap(event, previous))
+        previous = event.timestamp
+    return gaps
 
 
 def session_vectors(events: list[Event]) -> list[list[float]]:
     """Vectors of one session's events in order, each with the gap since the previous event."""
-    vectors = []
-    previous: float | None = None
-    for event in events:
-        gap = 0.0 if previous is None else max(event.timestamp - previous, 0.0)
-        vectors.append(event_vector(event, gap))
-        previous = event.timestamp
-    return vectors
+    return event_matrix(events, session_gaps(events)).tolist()

@@ -18,10 +18,29 @@ THREAT_FLAGS = frozenset(
         "destructive",
         "recon_commands",
         "seccomp_killed",
+        "egress_denied",
+        "novel_domain",
+        "novel_recipient",
+        "novel_egress",
     }
 )
 OUTCOME_PARTS = frozenset(
-    {"exit", "timed_out", "oom_killed", "seccomp_killed", "duration", "stdout_bytes", "stderr_bytes"}
+    {
+        "exit",
+        "timed_out",
+        "oom_killed",
+        "seccomp_killed",
+        "truncated",
+        "duration",
+        "stdout_bytes",
+        "stderr_bytes",
+        "egress_allowed",
+        "egress_denied",
+        "egress_count",
+        "egress_bytes",
+        "novel_egress",
+        "novel_egress_any",
+    }
 )
 DENIAL_PARTS = frozenset({"deny_reasons"})
 N_TOOLS = len(TOOL_VOCABULARY)

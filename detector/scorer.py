@@ -1,73 +1,134 @@
-"""The streaming scorer: per-session GRU state, batched across sessions, hard signals first."""
+"""The streaming scorer: per-session GRU state, batched across sessions, hard signals and responses as tensors."""
 
 import threading
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from detector.checkpoint import Checkpoint
 from detector.explain import describe
-from detector.features import VECTOR_SIZE, event_vector
-from detector.model import pick_device
-from detector.types import Action, Event, Verdict
+from detector.features import VECTOR_NAMES, VECTOR_SIZE, event_gap, event_matrix
+from detector.model import CONTRIBUTION_NAMES, pick_device
+from detector.types import ACTIONS, Action, Event, Verdict
 
-ACTION_RANK: dict[Action, int] = {"none": 0, "raise_risk": 1, "revoke_session": 2, "revoke_agent": 3}
+ACTION_RANK: dict[Action, int] = {action: rank for rank, action in enumerate(ACTIONS)}
 NO_MODEL_THRESHOLD = 1.0
+MAX_DENIAL_WINDOW = 62
+WARMUP_RISK_CAP = 0.5
+WARMUP_EVENTS = 3
+HARD_NONE, HARD_SECCOMP, HARD_DENIALS = 0, 1, 2
+_SECCOMP = VECTOR_NAMES.index("seccomp_killed")
+_DENIED = VECTOR_NAMES.index("denied")
+_Words = tuple[list[str], list[str]]
 
 
 @dataclass
 class _SessionState:
-    """What the scorer remembers of one session between batches."""
+    """What the scorer keeps in Python for one session; the rest lives in the slot's tensors."""
 
     slot: int
-    events: int = 0
+    agent_id: str
     last_timestamp: float | None = None
     last_seen: float = 0.0
-    recent_denied: deque[bool] = field(default_factory=deque)
 
 
-def _stronger(current: Action, candidate: Action) -> Action:
-    """The more severe of two actions."""
-    return candidate if ACTION_RANK[candidate] > ACTION_RANK[current] else current
+@dataclass
+class BatchScores:
+    """Per-event results of one batch, as tensors on the scorer's device (action codes index ACTIONS)."""
+
+    scores: Tensor
+    thresholds: Tensor
+    risks: Tensor
+    actions: Tensor
+    hard: Tensor
+    denials: Tensor
+    seen: Tensor
+    parts: Tensor
+
+
+def _ladder(responses: Mapping[Action, float]) -> tuple[list[float], list[int]]:
+    """Response steps as (minimum risk, action code) lists; risk 0.5 is the threshold itself."""
+    steps = sorted((float(risk), ACTION_RANK[action]) for action, risk in responses.items() if action != "none")
+    for risk, _ in steps:
+        if not 0.5 <= risk <= 1.0:
+            raise ValueError(f"response risk {risk} must lie in [0.5, 1.0]: 0.5 is the threshold, 1.0 twice it")
+    return [risk for risk, _ in steps], [code for _, code in steps]
 
 
 class Detector:
-    """Scores events against each session's history and turns scores and hard signals into verdicts."""
+    """Scores events against each session's history and turns scores and hard signals into verdicts.
+
+    Above its threshold (risk > 0.5, after `warmup_events` events of the session), an event gets the
+    strongest action of `responses` ({action: minimum risk}) that its risk reaches. Hard signals act at
+    once: a seccomp kill revokes the agent, a burst of denials revokes the session. During warmup an event's
+    risk is capped at WARMUP_RISK_CAP (the threshold): early events are too poorly predicted to act on."""
 
     def __init__(
         self,
         checkpoint: Checkpoint | None,
         device: torch.device | str | None = None,
-        warmup_events: int = 3,
+        warmup_events: int = WARMUP_EVENTS,
         model_action: Action = "revoke_session",
+        responses: Mapping[Action, float] | None = None,
         max_sessions: int = 50_000,
         idle_seconds: float = 3600.0,
         denial_window: int = 8,
         denial_limit: int = 5,
     ) -> None:
+        if not 0 < denial_window <= MAX_DENIAL_WINDOW:
+            raise ValueError(f"denial_window must be 1..{MAX_DENIAL_WINDOW}")
         self.device = torch.device(device) if device is not None else pick_device()
-        self.model = checkpoint.build_model(self.device) if checkpoint is not None else None
-        self.threshold = checkpoint.threshold if checkpoint is not None else NO_MODEL_THRESHOLD
         self.warmup_events = warmup_events
-        self.model_action = model_action
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
         self.denial_window = denial_window
         self.denial_limit = denial_limit
+        self.responses: dict[Action, float] = dict(responses) if responses is not None else {model_action: 0.5}
+        risks, codes = _ladder(self.responses)
+        self._ladder_risks = torch.tensor(risks, device=self.device)
+        self._ladder_codes = torch.tensor(codes, dtype=torch.long, device=self.device)
+        self._bits = torch.arange(denial_window, device=self.device)
         self._sessions: OrderedDict[str, _SessionState] = OrderedDict()
         self._free_slots: list[int] = []
+        self._forgotten: list[str] = []
+        self._lock = threading.Lock()
+        self._load(checkpoint)
+        self._events = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._denials = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._slot_threshold = torch.zeros(0, device=self.device)
+
+    def _load(self, checkpoint: Checkpoint | None) -> None:
+        """Take the model, thresholds and metadata of a checkpoint; zero every session's state."""
+        self.checkpoint = checkpoint
+        self.model = checkpoint.build_model(self.device) if checkpoint is not None else None
+        self.threshold = checkpoint.threshold if checkpoint is not None else NO_MODEL_THRESHOLD
+        self.agent_thresholds = dict(checkpoint.agent_thresholds) if checkpoint is not None else {}
         hidden_size = self.model.hidden_size if self.model is not None else 1
         self._hidden = torch.zeros(0, hidden_size, device=self.device)
-        self._forgotten: deque[str] = deque()
-        self._lock = threading.Lock()
+        if self._sessions:
+            self._hidden = torch.zeros(self._events.shape[0], hidden_size, device=self.device)
+            self._events.zero_()
+            for state in self._sessions.values():
+                self._slot_threshold[state.slot] = self.threshold_for(state.agent_id)
 
     @property
     def session_count(self) -> int:
         """Number of sessions whose state is held."""
         return len(self._sessions)
+
+    def threshold_for(self, agent_id: str) -> float:
+        """The agent's own calibrated threshold once it has one, else the generic model's."""
+        return self.agent_thresholds.get(agent_id, self.threshold)
+
+    def swap(self, checkpoint: Checkpoint) -> None:
+        """Start using another checkpoint now; every live session restarts from the zero state and warms up
+        again (hard signals keep acting meanwhile)."""
+        with self._lock:
+            self._load(checkpoint)
 
     def forget(self, session_id: str) -> None:
         """Drop a session's state (its next event starts from the zero state); never waits for a batch
@@ -82,7 +143,7 @@ class Detector:
     def _drop_forgotten(self) -> None:
         """Release the state of sessions passed to forget(); the caller holds the lock."""
         while self._forgotten:
-            state = self._sessions.pop(self._forgotten.popleft(), None)
+            state = self._sessions.pop(self._forgotten.pop(), None)
             if state is not None:
                 self._free_slots.append(state.slot)
 
@@ -91,139 +152,208 @@ class Detector:
         if not events:
             return []
         with self._lock:
-            now = time.monotonic()
-            groups: OrderedDict[str, list[int]] = OrderedDict()
-            for position, event in enumerate(events):
-                groups.setdefault(event.session_id, []).append(position)
             self._drop_forgotten()
-            self._evict(now, set(groups))
-            fresh: list[int] = []
-            states = {session_id: self._state(session_id, now, fresh) for session_id in groups}
-            if fresh:
-                self._hidden[torch.tensor(fresh, device=self.device)] = 0.0
-            rounds = self._rounds(groups)
-            parts = self._model_parts(events, rounds, states)
-            verdicts = self._verdicts(events, rounds, states, parts)
+            states = self._admit({event.session_id: event.agent_id for event in events})
+            gaps = []
+            slots = []
+            for event in events:
+                state = states[event.session_id]
+                gaps.append(event_gap(event, state.last_timestamp))
+                slots.append(state.slot)
+                state.last_timestamp = event.timestamp
+            vectors = event_matrix(events, gaps).to(self.device)
+            batch = self._score_slots(torch.tensor(slots, device=self.device), vectors)
+            verdicts = self._verdicts(events, batch)
             self._drop_forgotten()
             return verdicts
 
-    @staticmethod
-    def _rounds(groups: OrderedDict[str, list[int]]) -> list[list[int]]:
-        """Event positions per round: round r holds the r-th event of every session that has one."""
-        longest = max(len(positions) for positions in groups.values())
-        return [[positions[r] for positions in groups.values() if r < len(positions)] for r in range(longest)]
+    def score_vectors(self, session_ids: list[str], agent_ids: list[str], vectors: Tensor) -> BatchScores:
+        """Score events already turned into vectors ([N, VECTOR_SIZE], gaps included), e.g. by the gateways
+        that produced them: the tensor path of `score`, with no per-event Python beyond the session lookup."""
+        return self.score_slots(self.slots_for(session_ids, agent_ids), vectors)
 
-    @torch.inference_mode()
-    def _model_parts(
-        self, events: list[Event], rounds: list[list[int]], states: dict[str, _SessionState]
-    ) -> dict[int, list[float]]:
-        """Per-event surprise parts from the model, one batched GRU step per round."""
-        if self.model is None:
-            return {}
-        order = [position for positions in rounds for position in positions]
-        vectors = []
-        last_timestamps = {sid: state.last_timestamp for sid, state in states.items()}
-        for position in order:
-            event = events[position]
-            previous = last_timestamps[event.session_id]
-            gap = 0.0 if previous is None else max(event.timestamp - previous, 0.0)
-            vectors.append(event_vector(event, gap))
-            last_timestamps[event.session_id] = event.timestamp
-        inputs = torch.tensor(vectors, dtype=torch.float32, device=self.device).view(-1, VECTOR_SIZE)
-        slots = torch.tensor([states[events[p].session_id].slot for p in order], device=self.device)
-        outputs: list[Tensor] = []
-        start = 0
-        for positions in rounds:
-            end = start + len(positions)
-            x, index = inputs[start:end], slots[start:end]
-            hidden = self._hidden[index]
-            outputs.append(self.model.contributions(self.model.predict(hidden), x))
-            self._hidden[index] = self.model.step(x, hidden)
-            start = end
-        rows = torch.cat(outputs).cpu().tolist()
-        return dict(zip(order, rows, strict=True))
+    def slots_for(self, session_ids: list[str], agent_ids: list[str]) -> Tensor:
+        """The state slot of each event's session (new sessions get one); a consumer that keeps a stream
+        partition's sessions may look them up once and then call `score_slots` directly."""
+        with self._lock:
+            self._drop_forgotten()
+            states = self._admit(dict(zip(session_ids, agent_ids, strict=True)))
+            return torch.tensor([states[sid].slot for sid in session_ids], device=self.device)
 
-    def _verdicts(
-        self,
-        events: list[Event],
-        rounds: list[list[int]],
-        states: dict[str, _SessionState],
-        parts: dict[int, list[float]],
-    ) -> list[Verdict]:
-        """Apply hard signals and the threshold to each event, updating the sessions' counters."""
-        verdicts: dict[int, Verdict] = {}
-        for position in (p for positions in rounds for p in positions):
-            event = events[position]
-            state = states[event.session_id]
-            event_parts = parts.get(position, [])
-            score = float(sum(event_parts))
-            action: Action = "none"
-            reasons: list[str] = []
-            if event.seccomp_killed:
-                action = "revoke_agent"
-                reasons.append(f"seccomp kill: {event.seccomp_syscall or 'unknown syscall'}")
-            state.recent_denied.append(not event.allowed)
-            while len(state.recent_denied) > self.denial_window:
-                state.recent_denied.popleft()
-            denials = sum(state.recent_denied)
-            if not event.allowed and denials >= self.denial_limit:
-                action = _stronger(action, "revoke_session")
-                reasons.append(f"denial burst: {denials} of the last {len(state.recent_denied)} calls were denied")
-                state.recent_denied.clear()
-            hard = action != "none"
-            if state.events >= self.warmup_events and score > self.threshold:
-                action = _stronger(action, self.model_action)
-                reasons.append(f"anomaly score {score:.1f} above threshold {self.threshold:.1f}")
-                reasons.extend(describe(event_parts))
-            if hard:
-                score = max(score, 2 * self.threshold)
-            state.events += 1
-            state.last_timestamp = event.timestamp
-            verdicts[position] = Verdict(
-                call_id=event.call_id,
-                agent_id=event.agent_id,
-                session_id=event.session_id,
-                score=score,
-                threshold=self.threshold,
-                risk=min(1.0, score / (2 * self.threshold)),
-                action=action,
-                reasons=reasons,
+    def score_slots(self, slots: Tensor, vectors: Tensor) -> BatchScores:
+        """Score featurized events of the sessions holding `slots` (from `slots_for`)."""
+        with self._lock:
+            return self._score_slots(
+                slots.to(self.device), vectors.to(self.device, torch.float32).view(-1, VECTOR_SIZE)
             )
-        return [verdicts[position] for position in range(len(events))]
 
-    def _state(self, session_id: str, now: float, fresh: list[int]) -> _SessionState:
-        """The session's state, created when new (its slot is added to `fresh`); marks it most recent."""
-        state = self._sessions.get(session_id)
-        if state is None:
-            state = _SessionState(slot=self._allocate_slot())
-            self._sessions[session_id] = state
-            fresh.append(state.slot)
-        else:
-            self._sessions.move_to_end(session_id)
-        state.last_seen = now
-        return state
+    def _admit(self, agents: dict[str, str]) -> dict[str, _SessionState]:
+        """The state of each session ({session: agent}) of a batch, created when new, marked most recently used;
+        idle and excess sessions outside the batch are evicted. New slots are reset in one tensor write."""
+        now = time.monotonic()
+        sessions = self._sessions
+        states: dict[str, _SessionState] = {}
+        fresh: list[int] = []
+        thresholds: list[float] = []
+        for session_id, agent_id in agents.items():
+            state = sessions.get(session_id)
+            if state is None:
+                self._evict(now, agents)
+                state = sessions[session_id] = _SessionState(self._allocate_slot(), agent_id, last_seen=now)
+                fresh.append(state.slot)
+                thresholds.append(self.threshold_for(agent_id))
+            else:
+                sessions.move_to_end(session_id)
+                state.last_seen = now
+            states[session_id] = state
+        if fresh:
+            index = torch.tensor(fresh, device=self.device)
+            self._hidden[index] = 0.0
+            self._events[index] = 0
+            self._denials[index] = 0
+            self._slot_threshold[index] = torch.tensor(thresholds, device=self.device, dtype=self._slot_threshold.dtype)
+        return states
 
     def _allocate_slot(self) -> int:
-        """A free row of the hidden-state table (not yet zeroed), growing the table when none is free."""
+        """A free row of the state tables, growing them when none is free."""
         if not self._free_slots:
             size = self._hidden.shape[0]
             grown = max(64, size * 2)
-            extra = torch.zeros(grown - size, self._hidden.shape[1], device=self.device)
-            self._hidden = torch.cat([self._hidden, extra])
+            extra = grown - size
+            self._hidden = torch.cat([self._hidden, self._hidden.new_zeros(extra, self._hidden.shape[1])])
+            self._events = torch.cat([self._events, self._events.new_zeros(extra)])
+            self._denials = torch.cat([self._denials, self._denials.new_zeros(extra)])
+            self._slot_threshold = torch.cat([self._slot_threshold, self._slot_threshold.new_zeros(extra)])
             self._free_slots.extend(range(grown - 1, size - 1, -1))
         return self._free_slots.pop()
 
-    def _evict(self, now: float, batch: set[str]) -> None:
-        """Drop sessions idle for too long, then the least recently used beyond `max_sessions`;
-        sessions in the current batch are kept."""
-        for session_id in batch & self._sessions.keys():
-            self._sessions.move_to_end(session_id)
-        incoming = len(batch - self._sessions.keys())
+    def _evict(self, now: float, batch: Collection[str]) -> None:
+        """Drop sessions idle for too long, then the least recently used beyond `max_sessions - 1`; sessions
+        in the current batch are kept."""
         while self._sessions:
             session_id, state = next(iter(self._sessions.items()))
             idle = now - state.last_seen > self.idle_seconds
-            over = len(self._sessions) + incoming > self.max_sessions
-            if session_id in batch or not (idle or over):
+            if session_id in batch or not (idle or len(self._sessions) >= self.max_sessions):
                 break
             del self._sessions[session_id]
             self._free_slots.append(state.slot)
+
+    @staticmethod
+    def _rounds(slots: Tensor) -> tuple[Tensor, int]:
+        """Each event's position among its session's events in this batch, and the number of positions."""
+        count = slots.shape[0]
+        order = torch.sort(slots, stable=True).indices
+        ordered = slots[order]
+        arange = torch.arange(count, device=slots.device)
+        starts = torch.ones(count, dtype=torch.bool, device=slots.device)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        first = torch.cummax(torch.where(starts, arange, torch.zeros_like(arange)), dim=0).values
+        rank = torch.empty_like(arange)
+        rank[order] = arange - first
+        return rank, int(rank.max().item()) + 1
+
+    @torch.inference_mode()
+    def _score_slots(self, slots: Tensor, vectors: Tensor) -> BatchScores:
+        """Score events by their sessions' slots: one batched GRU step and one set of tensor rules per round."""
+        count = slots.shape[0]
+        rank, rounds = self._rounds(slots) if count > 1 else (torch.zeros_like(slots), 1)
+        parts = vectors.new_zeros(count, len(CONTRIBUTION_NAMES))
+        seen_before = self._events.new_zeros(count)
+        denial_counts = self._events.new_zeros(count)
+        bursts = torch.zeros(count, dtype=torch.bool, device=self.device)
+        denied = vectors[:, _DENIED] > 0.5
+        mask = (1 << self.denial_window) - 1
+        for r in range(rounds):
+            index = (rank == r).nonzero().squeeze(1) if rounds > 1 else None
+            slot = slots if index is None else slots[index]
+            x = vectors if index is None else vectors[index]
+            if self.model is not None:
+                hidden = self._hidden[slot]
+                contributions = self.model.contributions(self.model.predict(hidden), x)
+                self._hidden[slot] = self.model.step(x, hidden)
+            events = self._events[slot]
+            bits = ((self._denials[slot] << 1) | (x[:, _DENIED] > 0.5).long()) & mask
+            total = ((bits.unsqueeze(1) >> self._bits) & 1).sum(dim=1)
+            burst = (x[:, _DENIED] > 0.5) & (total >= self.denial_limit)
+            self._denials[slot] = torch.where(burst, torch.zeros_like(bits), bits)
+            self._events[slot] = events + 1
+            if index is None:
+                if self.model is not None:
+                    parts = contributions
+                seen_before, denial_counts, bursts = events, total, burst
+            else:
+                if self.model is not None:
+                    parts[index] = contributions
+                seen_before[index], denial_counts[index], bursts[index] = events, total, burst
+        thresholds = self._slot_threshold[slots]
+        raw = parts.sum(dim=1)
+        seccomp = vectors[:, _SECCOMP] > 0.5
+        hard = torch.where(seccomp, HARD_SECCOMP, torch.where(bursts & denied, HARD_DENIALS, HARD_NONE))
+        hard_action = torch.where(
+            seccomp, ACTION_RANK["revoke_agent"], torch.where(hard == HARD_DENIALS, ACTION_RANK["revoke_session"], 0)
+        )
+        scores = torch.where(hard > 0, torch.maximum(raw, 2 * thresholds), raw)
+        warm = seen_before >= self.warmup_events
+        risks = (scores / (2 * thresholds)).clamp(0.0, 1.0)
+        risks = torch.where(warm | (hard > 0), risks, risks.clamp(max=WARMUP_RISK_CAP))
+        actions = hard_action
+        if self._ladder_codes.numel():
+            eligible = warm & (raw > thresholds)
+            reached = (risks.unsqueeze(1) >= self._ladder_risks) & eligible.unsqueeze(1)
+            actions = torch.maximum(actions, torch.where(reached, self._ladder_codes, 0).amax(dim=1))
+        return BatchScores(scores, thresholds, risks, actions, hard, denial_counts, seen_before, parts)
+
+    def _verdicts(self, events: list[Event], batch: BatchScores) -> list[Verdict]:
+        """Verdict objects for a scored batch; words are built only for events that ask for action."""
+        scores = batch.scores.tolist()
+        thresholds = batch.thresholds.tolist()
+        risks = batch.risks.tolist()
+        actions = batch.actions.tolist()
+        flagged = [i for i, action in enumerate(actions) if action]
+        words = self._words(events, batch, flagged)
+        verdicts = []
+        for i, event in enumerate(events):
+            reasons, features = words.get(i, ([], []))
+            verdicts.append(
+                Verdict.model_validate(
+                    {
+                        "call_id": event.call_id,
+                        "agent_id": event.agent_id,
+                        "session_id": event.session_id,
+                        "tool": event.tool,
+                        "score": scores[i],
+                        "threshold": thresholds[i],
+                        "risk": risks[i],
+                        "action": ACTIONS[actions[i]],
+                        "reasons": reasons,
+                        "features": features,
+                    }
+                )
+            )
+        return verdicts
+
+    def _words(self, events: list[Event], batch: BatchScores, flagged: list[int]) -> dict[int, _Words]:
+        """Reasons and top contributing features in words for the flagged events."""
+        if not flagged:
+            return {}
+        index = torch.tensor(flagged, device=self.device)
+        hard = batch.hard[index].tolist()
+        denials = batch.denials[index].tolist()
+        seen = batch.seen[index].tolist()
+        parts = batch.parts[index].cpu().tolist()
+        thresholds = batch.thresholds[index].tolist()
+        words = {}
+        for j, i in enumerate(flagged):
+            reasons: list[str] = []
+            if hard[j] == HARD_SECCOMP:
+                reasons.append(f"seccomp kill: {events[i].seccomp_syscall or 'unknown syscall'}")
+            elif hard[j] == HARD_DENIALS:
+                window = min(self.denial_window, seen[j] + 1)
+                reasons.append(f"denial burst: {denials[j]} of the last {window} calls were denied")
+            features = describe(parts[j])
+            raw = sum(parts[j])
+            if raw > thresholds[j] and seen[j] >= self.warmup_events:
+                reasons.append(f"anomaly score {raw:.1f} above threshold {thresholds[j]:.1f}")
+                reasons.extend(features)
+            words[i] = (reasons, features)
+        return words

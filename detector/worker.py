@@ -5,6 +5,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
+import torch
 
 from detector.scorer import Detector
 from detector.types import Event, Verdict
@@ -14,7 +15,8 @@ log = structlog.get_logger(__name__)
 
 class DetectorWorker:
     """Collects submitted events into batches (up to `max_batch`, waiting at most `max_wait_ms` to fill
-    one), scores each batch in a thread, and awaits `on_verdict` for every verdict that asks for action."""
+    one), scores each batch in a thread, hands every verdict to `observe` (when given), and awaits
+    `on_verdict` for every verdict that asks for action."""
 
     def __init__(
         self,
@@ -22,9 +24,11 @@ class DetectorWorker:
         on_verdict: Callable[[Verdict], Awaitable[None]],
         max_batch: int = 256,
         max_wait_ms: float = 2.0,
+        observe: Callable[[list[Verdict]], None] | None = None,
     ) -> None:
         self.detector = detector
         self.on_verdict = on_verdict
+        self.observe = observe
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self._queue: asyncio.Queue[tuple[Event, asyncio.Future[Verdict | None]] | None] = asyncio.Queue()
@@ -37,9 +41,12 @@ class DetectorWorker:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        """Begin consuming submitted events on the running event loop."""
+        """Begin consuming submitted events on the running event loop. On the CPU, torch is held to one
+        intra-op thread: this model's small per-batch operations only contend with more."""
         if self.running:
             return
+        if self.detector.device.type == "cpu":
+            torch.set_num_threads(1)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="detector-worker")
 
     def submit(self, event: Event) -> asyncio.Future[Verdict | None]:
@@ -100,6 +107,11 @@ class DetectorWorker:
             log.exception("detector scoring failed", events=len(batch))
             verdicts = []
         self.scored += len(batch)
+        if self.observe is not None and verdicts:
+            try:
+                self.observe(verdicts)
+            except Exception:
+                log.exception("verdict observer failed", events=len(batch))
         by_call = {verdict.call_id: verdict for verdict in verdicts}
         for event, judged in batch:
             verdict = by_call.get(event.call_id)

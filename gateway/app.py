@@ -5,11 +5,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request, Response
-from starlette.middleware.base import RequestResponseEndpoint
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.approvals import install_approval_handler
+from gateway.limits import RequestLimits
+from gateway.mcp_server import McpEndpoint
+from gateway.openapi import install_openapi
 from gateway.problems import install_problem_handlers
-from gateway.routes import agents, audit, health, revocations, sessions, tools
+from gateway.routes import agents, approvals, audit, detector, health, policies, revocations, sessions, tools
 from gateway.service import Gateway
 from gateway.settings import Settings
 
@@ -23,6 +27,7 @@ detector that can revoke the agent live. Authenticate with `Authorization: Beare
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the gateway starts (migrations, sandbox, detector) in the lifespan."""
     settings = settings or Settings()
+    mcp = McpEndpoint(lambda: app.state.gateway, settings.mcp_list_cache_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,18 +39,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gateway = gateway
         log.info("gateway ready", database=settings.database_url.split("@")[-1], mode=settings.mode)
         try:
-            yield
+            async with mcp.manager.run():
+                yield
         finally:
             await gateway.stop()
 
     app = FastAPI(title="bastion", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
-    for module in (health, agents, sessions, tools, audit, revocations):
+    install_approval_handler(app)
+    for module in (health, agents, sessions, tools, audit, revocations, policies, approvals, detector):
         app.include_router(module.router)
-
-    @app.middleware("http")
-    async def bind_request_context(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        structlog.contextvars.clear_contextvars()
-        return await call_next(request)
-
+    app.add_route("/mcp", mcp, include_in_schema=False)
+    install_openapi(app)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
+    app.add_middleware(FreshLogContext)
     return app
+
+
+class FreshLogContext:
+    """ASGI middleware: each request starts with no bound log context (a plain ASGI wrapper: no extra task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        structlog.contextvars.clear_contextvars()
+        await self.app(scope, receive, send)

@@ -1,134 +1,101 @@
-"""The tamper-evident audit log: hash-chained records, written before and after each call."""
+"""The tamper-evident audit log: hash-chained records, written before and after each call, group-committed."""
 
-import hashlib
-import json
-import threading
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterable
+from datetime import datetime
 
-from sqlalchemy import Engine, text
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
 
-from gateway.models import AuditRecord, utcnow
+from gateway.audit_chain import AuditEntry, AuditStoreError, ChainedRecord, canonical_content, record_hash
+from gateway.audit_checkpoints import CheckpointPolicy, CheckpointSigner, last_checkpoint, signer_for, write_checkpoint
+from gateway.audit_prune import PruneReport, prune_before
+from gateway.audit_store import lock_chain, read_tail
+from gateway.audit_verify import ChainReport, verify_chain
+from gateway.audit_writer import GroupCommitWriter, WriterConfig, WriterStats
+from gateway.models import AuditCheckpoint
+from gateway.settings import Settings
 
-GENESIS_HASH = "0" * 64
-HASHED_FIELDS = (
-    "record_id", "kind", "decision_id", "call_id", "agent_id", "session_id", "tool", "allow",
-    "reasons", "path", "input", "result", "policy_revision", "timestamp", "prev_hash",
-)
-
-
-def _timestamp_text(value: datetime) -> str:
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical_content(record: AuditRecord) -> bytes:
-    """The exact bytes a record's hash covers: every field but `seq` and `hash`, as sorted JSON."""
-    content = {name: getattr(record, name) for name in HASHED_FIELDS}
-    content["timestamp"] = _timestamp_text(record.timestamp)
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def record_hash(record: AuditRecord) -> str:
-    """SHA-256 over the canonical content, which includes the previous record's hash."""
-    return hashlib.sha256(canonical_content(record)).hexdigest()
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """What a caller wants recorded; the log adds ids, time and the chain."""
-
-    kind: str
-    agent_id: str | None = None
-    session_id: str | None = None
-    call_id: str | None = None
-    decision_id: str | None = None
-    tool: str | None = None
-    allow: bool | None = None
-    reasons: Sequence[str] = ()
-    path: str | None = None
-    input: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
-    policy_revision: str | None = None
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """Outcome of walking the chain: ok, or the first record that breaks it and how."""
-
-    ok: bool
-    records: int
-    first_bad_seq: int | None = None
-    problem: str | None = None
-
-
-class AuditStoreError(Exception):
-    """The audit store could not durably commit; the call must not proceed."""
+__all__ = [
+    "AuditEntry", "AuditLog", "AuditStoreError", "ChainReport", "ChainedRecord", "PruneReport", "WriterConfig",
+    "canonical_content", "record_hash",
+]
 
 
 class AuditLog:
-    """Appends records to the chain, one transaction per append, serialized per process."""
+    """Appends records to the chain through one group-commit writer; verifies, checkpoints and prunes it."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, signer: CheckpointSigner | None = None,
+                 config: WriterConfig | None = None) -> None:
         self._engine = engine
-        self._lock = threading.Lock()
+        self.signer = signer
+        self.config = config or WriterConfig()
+        self._writer = GroupCommitWriter(engine, signer, self.config)
 
-    def append(self, entries: Iterable[AuditEntry]) -> list[AuditRecord]:
-        """Durably commit the entries, chained in order; raise AuditStoreError on any failure."""
-        with self._lock:
-            try:
-                return self._append_locked(list(entries))
-            except Exception as exc:
-                raise AuditStoreError(f"audit store could not commit: {exc}") from exc
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings) -> "AuditLog":
+        """The audit log a gateway (or the CLI) uses: its signing key, queue and checkpoint cadence."""
+        config = WriterConfig(
+            queue_size=settings.audit_queue_size, max_batch=settings.audit_batch_max,
+            commit_timeout_s=settings.audit_commit_timeout_s,
+            checkpoints=CheckpointPolicy(every=settings.audit_checkpoint_every,
+                                         interval_s=settings.audit_checkpoint_interval_s))
+        return cls(engine, signer_for(settings), config)
 
-    def _append_locked(self, entries: list[AuditEntry]) -> list[AuditRecord]:
-        with Session(self._engine, expire_on_commit=False) as db:
-            if self._engine.dialect.name == "sqlite":
-                db.exec(text("BEGIN IMMEDIATE"))
-            else:
-                db.exec(text("LOCK TABLE audit_records IN SHARE ROW EXCLUSIVE MODE"))
-            last = db.exec(select(AuditRecord.hash).order_by(col(AuditRecord.seq).desc()).limit(1)).first()
-            prev = last or GENESIS_HASH
-            records = []
-            for entry in entries:
-                record = AuditRecord(
-                    record_id=uuid.uuid4().hex, kind=entry.kind, decision_id=entry.decision_id,
-                    call_id=entry.call_id, agent_id=entry.agent_id, session_id=entry.session_id,
-                    tool=entry.tool, allow=entry.allow, reasons=list(entry.reasons), path=entry.path,
-                    input=entry.input, result=entry.result, policy_revision=entry.policy_revision,
-                    timestamp=utcnow(), prev_hash=prev, hash="",
-                )
-                record.hash = record_hash(record)
-                prev = record.hash
-                db.add(record)
-                records.append(record)
-            db.commit()
-            return records
+    @property
+    def engine(self) -> Engine:
+        """The database the chain lives in."""
+        return self._engine
+
+    @property
+    def stats(self) -> WriterStats:
+        """Transactions, records and checkpoints the writer has committed."""
+        return self._writer.stats
+
+    @property
+    def queued(self) -> int:
+        """Appends waiting for the writer."""
+        return self._writer.queued
+
+    @property
+    def in_progress(self) -> int:
+        """Appends in the transaction being committed now."""
+        return self._writer.in_progress
+
+    def start(self) -> None:
+        """Start the writer thread (appends also start it)."""
+        self._writer.start()
+
+    def close(self) -> None:
+        """Commit what is queued, sign a final checkpoint and stop the writer."""
+        self._writer.close()
+
+    def append(self, entries: Iterable[AuditEntry]) -> list[ChainedRecord]:
+        """Durably commit the entries, chained in order; wait while the queue is full; raise AuditStoreError."""
+        return self._writer.append(list(entries))
+
+    async def append_async(self, entries: Iterable[AuditEntry]) -> list[ChainedRecord]:
+        """`append` for the event loop: waits without holding a thread unless the queue is full."""
+        return await self._writer.append_async(list(entries))
 
     def verify(self, batch_size: int = 5000) -> ChainReport:
-        """Walk the whole chain in order; report the first modified, missing, inserted or moved record."""
-        prev = GENESIS_HASH
-        count = 0
-        last_seq = 0
-        with Session(self._engine) as db:
-            while True:
-                rows = db.exec(
-                    select(AuditRecord).where(col(AuditRecord.seq) > last_seq)
-                    .order_by(col(AuditRecord.seq)).limit(batch_size)
-                ).all()
-                if not rows:
-                    return ChainReport(ok=True, records=count)
-                for row in rows:
-                    count += 1
-                    last_seq = row.seq or 0
-                    if row.prev_hash != prev:
-                        return ChainReport(False, count, row.seq, "previous hash does not match: a record "
-                                           "before this one was deleted, inserted or reordered")
-                    if record_hash(row) != row.hash:
-                        return ChainReport(False, count, row.seq, "content does not match its hash: "
-                                           "this record was modified")
-                    prev = row.hash
+        """Walk the whole chain; report the first modified, deleted, inserted or reordered record, or truncation."""
+        return verify_chain(self._engine, self.signer, batch_size)
+
+    def checkpoint(self, reason: str = "manual") -> AuditCheckpoint | None:
+        """Sign a checkpoint at the current tail now (None when the tail is already covered)."""
+        if self.signer is None:
+            raise AuditStoreError("checkpoints need a signing key (BASTION_AUDIT_SIGNING_KEY)")
+        with self._engine.connect() as connection:
+            lock_chain(connection)
+            tail = read_tail(connection)
+            covered = last_checkpoint(connection)
+            if tail.seq == 0 or (covered is not None and covered.seq >= tail.seq):
+                return None
+            written = write_checkpoint(connection, self.signer, tail, reason)
+            connection.commit()
+            return written
+
+    def prune(self, before: datetime) -> PruneReport:
+        """Delete records older than `before` after verifying the chain, leaving a signed prune checkpoint."""
+        if self.signer is None:
+            raise AuditStoreError("pruning needs a signing key (BASTION_AUDIT_SIGNING_KEY)")
+        return prune_before(self._engine, self.signer, before)

@@ -1,15 +1,21 @@
-"""The `bastion` command line: serve, setup, migrate, demo, audit verify."""
+"""The `bastion` command line: serve, setup, migrate, demo, audit ..., policy ..."""
 
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from gateway.cli_agents import agents_app
+from gateway.cli_audit import audit_app
+from gateway.cli_detector import detector_app
+from gateway.cli_policy import policy_app
 from gateway.settings import Settings
 
 app = typer.Typer(help="bastion: authorize, contain, audit and watch AI-agent tool calls.", no_args_is_help=True)
-audit_app = typer.Typer(help="Audit log commands.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(agents_app, name="agents")
+app.add_typer(detector_app, name="detector")
+app.add_typer(policy_app, name="policy")
 console = Console(stderr=True)
 
 
@@ -44,10 +50,10 @@ def migrate() -> None:
 def setup() -> None:
     """Prepare this machine: sandbox base image, database schema, detector checkpoint (idempotent)."""
     import docker
-    from detector.train import train_default
-    from sandbox.image import ensure_base_image
 
+    from detector.train import train_default
     from gateway.db import migrate as run_migrations
+    from sandbox.image import ensure_base_image
 
     settings = Settings()
     tag = ensure_base_image(docker.from_env())
@@ -72,18 +78,3 @@ def demo(
         console.print("[red]An admin key is needed[/red]: pass --admin-key or set BASTION_ADMIN_KEY.")
         raise typer.Exit(2)
     raise typer.Exit(run_demo(url, admin_key, Console()))
-
-
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the audit hash chain and report the first broken record."""
-    from gateway.audit import AuditLog
-    from gateway.db import make_engine
-
-    report = AuditLog(make_engine(Settings().database_url)).verify()
-    if report.ok:
-        console.print(f"[green]audit chain intact[/green]: {report.records} records")
-        return
-    console.print(f"[red]audit chain broken[/red] at seq {report.first_bad_seq}: {report.problem}")
-    raise typer.Exit(1)
-

@@ -3,36 +3,54 @@
 import asyncio
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from detector.features import argument_features
+from detector.novelty import NoveltyMemory
 from detector.types import Event
+from gateway.approvals import ApprovalDesk
 from gateway.audit import AuditEntry, AuditLog, AuditStoreError
+from gateway.audit_redaction import AuditRedactor
+from gateway.detector_feed import CallFeatures, DetectorFeed, EgressTap
+from gateway.detector_risk import RiskBoard
 from gateway.gate import DetectorGate
 from gateway.keys import new_id
+from gateway.limits import ArgumentLimits
+from gateway.policy_store import CallFacts
 from gateway.principals import PrincipalView
 from gateway.problems import Problem
-from gateway.redaction import Redactor
+from gateway.ratelimit import RateLimiter
 from gateway.sessions import LiveSession, SessionStore
 from gateway.tools import Tool, schema_errors
 from policy.engine import PolicyEngine
+from policy.obligations import parse_obligations
 from policy.types import (
     DECISION_PATH,
     Decision,
     DecisionContext,
     DecisionInput,
+    HistoryEntry,
     Principal,
+    RateCounts,
     SessionInfo,
     ToolInfo,
 )
 from sandbox.runtime import SandboxRuntime
-from sandbox.types import RunResult, SandboxError
+from sandbox.types import RunChunk, RunRequest, RunResult, SandboxError
 
 log = structlog.get_logger()
+
+
+class ShadowRecorder(Protocol):
+    """Decides a call with the shadow policy too and records both decisions."""
+
+    async def record_shadow(self, call_id: str, agent_id: str, tool: str, decision_input: DecisionInput,
+                            active: Decision) -> None:
+        """Record the shadow decision beside `active` (no-op when nothing is shadowed)."""
+        ...
 
 
 class EventSink(Protocol):
@@ -40,6 +58,18 @@ class EventSink(Protocol):
 
     def submit(self, event: Event) -> asyncio.Future[object]:
         """Queue the event without blocking."""
+        ...
+
+
+class CallObserver(Protocol):
+    """Follows an allowed call as it runs (the streaming surfaces); output then arrives chunk by chunk."""
+
+    async def started(self, call_id: str, decision: Decision) -> None:
+        """The call was authorized and audited and is about to run."""
+        ...
+
+    async def chunk(self, chunk: RunChunk) -> None:
+        """Output the call produced."""
         ...
 
 
@@ -61,12 +91,19 @@ class CallPipeline:
     audit: AuditLog
     sandbox: SandboxRuntime
     sessions: SessionStore
-    redactor: Redactor
+    redactor: AuditRedactor
     events: EventSink
     gate: DetectorGate
     default_timeout_s: float
     max_output_bytes: int
     barrier_timeout_s: float
+    facts: CallFacts | None = None
+    approvals: ApprovalDesk | None = None
+    shadow: ShadowRecorder | None = None
+    limiter: RateLimiter | None = None
+    arg_limits: ArgumentLimits | None = None
+    risk: RiskBoard = field(default_factory=RiskBoard)
+    feed: DetectorFeed = field(default_factory=lambda: DetectorFeed(NoveltyMemory(), EgressTap()))
 
     def tool(self, name: str) -> Tool:
         """The tool named `name`, or a 422 that lists the known ones."""
@@ -78,43 +115,75 @@ class CallPipeline:
         return tool
 
     async def call(self, principal: PrincipalView, session: LiveSession, tool_name: str,
-                   args: dict[str, Any], request_meta: dict[str, Any]) -> CallOutcome:
+                   args: dict[str, Any], request_meta: dict[str, Any],
+                   observer: CallObserver | None = None) -> CallOutcome:
         """Authorize, contain, audit and publish one call; raise a Problem for every refusal."""
         tool = self.tool(tool_name)
+        if self.arg_limits is not None:
+            self.arg_limits.check(tool.name, args)
         errors = schema_errors(tool, args)
         if errors:
             raise Problem(422, "invalid-arguments", "Invalid tool arguments",
                           f"Arguments for {tool.name} do not match its schema: "
                           + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                           errors=errors, tool=tool.name)
+        if self.limiter is not None:
+            self.limiter.take(principal.id, tool.name)
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
         if not await self.gate.wait(principal.id, self.barrier_timeout_s):
             raise Problem(503, "detector-backlog", "Detector backlog",
                           "Earlier calls of this agent are still being judged; nothing was run. Retry shortly.",
                           call_id=call_id, headers={"Retry-After": "1"})
-        return await self._decide_and_run(principal, session, tool, args, request_meta, call_id)
+        return await self._decide_and_run(principal, session, tool, args, request_meta, call_id, observer)
 
     async def _decide_and_run(self, principal: PrincipalView, session: LiveSession, tool: Tool,
-                              args: dict[str, Any], request_meta: dict[str, Any], call_id: str) -> CallOutcome:
-        decision_input = self._decision_input(principal, session, tool, args, request_meta)
-        decision = self.policy.decide(decision_input)
-        redacted_input = self.redactor.redact(decision_input.model_dump(mode="json"))
+                              args: dict[str, Any], request_meta: dict[str, Any], call_id: str,
+                              observer: CallObserver | None = None) -> CallOutcome:
+        history, rates = (await asyncio.to_thread(self.facts.gather, session.id, principal.id, tool.name)
+                          if self.facts is not None else ([], RateCounts()))
+        features = self.feed.features(principal.id, tool.name, args)
+        decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates)
+        decide_started = time.perf_counter_ns()
+        decision = self.risk.amend(principal.id, await asyncio.to_thread(self.policy.decide, decision_input))
+        decide_ns = time.perf_counter_ns() - decide_started
+        redacted_input, redacted_decision = self.redactor.redact_decision(
+            decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
         await self._append(AuditEntry(
             kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
-            tool=tool.name, allow=decision.allow, reasons=decision.reasons, path=DECISION_PATH,
-            input=redacted_input, result=decision.model_dump(mode="json"), policy_revision=decision.revision,
+            tool=tool.name, allow=decision.allow, reasons=redacted_decision["reasons"], path=DECISION_PATH,
+            input=redacted_input, result=redacted_decision, policy_revision=decision.revision,
+            risk=decision_input.context.risk,
+            metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
         ), call_id)
+        if self.facts is not None:
+            self.facts.record(principal.id, tool.name, decision.allow)
+        if self.shadow is not None:
+            try:
+                await self.shadow.record_shadow(call_id, principal.id, tool.name, decision_input, decision)
+            except Exception as exc:  # shadow evaluation never changes the live decision
+                log.warning("shadow evaluation failed", error=str(exc))
         if not decision.allow:
-            self._publish(principal, session, tool, args, call_id, decision, None)
+            self._publish(principal, session, tool, features, call_id, decision, None)
             log.info("call denied", tool=tool.name, reasons=decision.reasons)
             raise Problem(403, "denied", "Call denied by policy",
                           "Policy denied this call: " + "; ".join(decision.reasons),
                           reasons=decision.reasons, call_id=call_id, policy_revision=decision.revision)
-        request = tool.to_request(args, self._timeout(args, decision), self.max_output_bytes)
+        requirement = parse_obligations(decision.obligations).require_approval
+        if requirement is not None:
+            if self.approvals is None:
+                raise Problem(403, "denied", "Call denied by policy", "Policy requires a human approval for this "
+                              "call and this gateway has no approval desk.", call_id=call_id,
+                              reasons=["approval required"])
+            await self.approvals.admit(principal.id, session.id, tool.name, args, call_id, requirement,
+                                       decision.revision)
+            self.risk.approval_used(principal.id)
+        request = tool.to_request(args, self._timeout(args, decision, tool), self.max_output_bytes)
+        if observer is not None:
+            await observer.started(call_id, decision)
         started = time.perf_counter()
         try:
-            result = await self.sandbox.run(session.id, request)
+            result = await self._run(session.id, tool, request, observer)
         except SandboxError as exc:
             await self._append(AuditEntry(
                 kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
@@ -125,53 +194,61 @@ class CallPipeline:
                           f"The call was authorized but could not run: {exc}. Create a new session.",
                           call_id=call_id) from exc
         session.call_count += 1
+        summary = {**_result_summary(result), **self.feed.ran(principal.id, session.id, features)}
         await self._append(AuditEntry(
             kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
-            tool=tool.name, allow=True, result=self.redactor.redact(_result_summary(result)),
+            tool=tool.name, allow=True, result=self.redactor.redact(summary),
             policy_revision=decision.revision), call_id)
-        self._publish(principal, session, tool, args, call_id, decision, result)
+        self._publish(principal, session, tool, features, call_id, decision, result)
         log.info("call finished", tool=tool.name, exit_code=result.exit_code, duration_ms=result.duration_ms)
         return CallOutcome(call_id=call_id, decision=decision, result=result)
 
-    def _decision_input(self, principal: PrincipalView, session: LiveSession, tool: Tool,
-                        args: dict[str, Any], request_meta: dict[str, Any]) -> DecisionInput:
+    def _decision_input(self, principal: PrincipalView, session: LiveSession, tool: Tool, args: dict[str, Any],
+                        request_meta: dict[str, Any], history: list[HistoryEntry],
+                        rates: RateCounts) -> DecisionInput:
         return DecisionInput(
             principal=Principal(id=principal.id, kind="agent", tenant=principal.tenant,
                                 roles=list(principal.roles), labels=principal.labels),
             session=SessionInfo(id=session.id, started_at=session.started_at.isoformat(),
-                                call_count=session.call_count, labels=session.labels),
+                                call_count=session.call_count, labels=session.labels, history=history),
             tool=ToolInfo(name=tool.name, version=tool.version, risk=tool.risk, network=tool.network),  # type: ignore[arg-type]
             args=args,
-            context=DecisionContext(time=datetime.now(UTC).isoformat(), risk=0.0, request=request_meta),
+            context=DecisionContext(time=datetime.now(UTC).isoformat(), risk=self.risk.current(principal.id),
+                                    request=request_meta,
+                                    rates=rates),
         )
 
-    def _timeout(self, args: dict[str, Any], decision: Decision) -> float:
-        wanted = float(args.get("timeout_s") or self.default_timeout_s)
+    async def _run(self, session_id: str, tool: Tool, request: RunRequest, observer: CallObserver | None) -> RunResult:
+        for path, content in tool.files.items():
+            written = await self.sandbox.run(session_id, RunRequest(op="write", path=path, content=content))
+            if written.exit_code != 0:
+                raise SandboxError(f"could not write tool file {path!r}: {written.stderr.strip()}")
+        if observer is None:
+            return await self.sandbox.run(session_id, request)
+        async for item in self.sandbox.run_stream(session_id, request):
+            if isinstance(item, RunResult):
+                return item
+            await observer.chunk(item)
+        raise SandboxError("the sandbox's output stream ended without a result")
+
+    def _timeout(self, args: dict[str, Any], decision: Decision, tool: Tool | None = None) -> float:
+        fixed = tool.timeout_s if tool is not None else None
+        wanted = float(fixed or args.get("timeout_s") or self.default_timeout_s)
         cap = decision.obligations.get("max_timeout_s")
         return min(wanted, float(cap)) if isinstance(cap, int | float) else wanted
 
     async def _append(self, entry: AuditEntry, call_id: str) -> None:
         try:
-            await asyncio.to_thread(self.audit.append, [entry])
+            await self.audit.append_async([entry])
         except AuditStoreError as exc:
             log.error("audit store failed", error=str(exc))
             raise Problem(503, "audit-unavailable", "Audit store unavailable",
                           "The audit log could not record this call, so nothing was run (fail closed). "
                           "Check the database and retry.", call_id=call_id) from exc
 
-    def _publish(self, principal: PrincipalView, session: LiveSession, tool: Tool, args: dict[str, Any],
+    def _publish(self, principal: PrincipalView, session: LiveSession, tool: Tool, features: CallFeatures,
                  call_id: str, decision: Decision, result: RunResult | None) -> None:
-        event = Event(
-            call_id=call_id, agent_id=principal.id, session_id=session.id, tool=tool.name, timestamp=time.time(),
-            allowed=decision.allow, reasons=decision.reasons,
-            exit_code=result.exit_code if result else None,
-            duration_ms=result.duration_ms if result else 0.0,
-            stdout_bytes=result.stdout_bytes if result else 0, stderr_bytes=result.stderr_bytes if result else 0,
-            timed_out=bool(result and result.timed_out), oom_killed=bool(result and result.oom_killed),
-            seccomp_killed=bool(result and result.seccomp_killed),
-            seccomp_syscall=result.seccomp_syscall if result else None,
-            arg_features=argument_features(tool.name, args),
-        )
+        event = self.feed.event(call_id, principal.id, session.id, tool.name, decision, result, features)
         self.gate.track(principal.id, self.events.submit(event))
 
 

@@ -88,6 +88,11 @@ class PrincipalStore:
         self._by_hash[key_hash] = view
         return view
 
+    def forget(self, principal_id: str) -> None:
+        """Drop a principal's cached views, so the next request reads its changed row (or finds its key gone)."""
+        for key_hash in [h for h, view in self._by_hash.items() if view.id == principal_id]:
+            self._by_hash.pop(key_hash, None)
+
     def _load_by_hash(self, key_hash: str) -> Principal | None:
         with Session(self._engine) as db:
             return db.exec(select(Principal).where(Principal.key_hash == key_hash)).first()

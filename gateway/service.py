@@ -1,6 +1,7 @@
 """Wires the rooms together for one gateway process and owns their start and stop."""
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -9,26 +10,37 @@ from pathlib import Path
 import structlog
 from sqlalchemy import Engine, text
 
-from detector.checkpoint import load_checkpoint
+from detector.checkpoint import Checkpoint, load_checkpoint
 from detector.scorer import Detector
 from detector.train import train_default
 from detector.worker import DetectorWorker
+from gateway.approvals import ApprovalDesk
 from gateway.audit import AuditEntry, AuditLog
 from gateway.audit_redaction import AuditRedactor
 from gateway.db import make_engine, migrate
+from gateway.detector_controls import DetectorControls
+from gateway.detector_feed import DetectorFeed, EgressTap
+from gateway.detector_labels import DetectorLabels
+from gateway.detector_reload import CheckpointWatcher
+from gateway.detector_risk import RiskBoard
 from gateway.enforcement import Enforcer
 from gateway.gate import DetectorGate
+from gateway.idempotency import IdempotencyStore
 from gateway.keys import new_id
+from gateway.limits import ArgumentLimits
 from gateway.models import SandboxSession
 from gateway.pipeline import CallPipeline
+from gateway.policy_store import CallFacts, PolicyControl, PolicyStore
 from gateway.principals import PrincipalStore, PrincipalView
 from gateway.problems import Problem
+from gateway.ratelimit import RateLimiter
 from gateway.revocations import RevocationStore
 from gateway.sessions import LiveSession, SessionStore
 from gateway.settings import Settings
-from gateway.tools import BUILTIN_TOOLS
+from gateway.tool_catalog import ToolCatalog
 from policy.bundle import PolicyBundle, default_bundle_dir
-from policy.embedded import EmbeddedRegoEngine
+from policy.opa import RemoteOpaEngine
+from policy.supervised import SupervisedRegoEngine
 from sandbox.docker_runtime import DockerRuntime
 from sandbox.types import SandboxError, SandboxLimits, SessionSpec
 
@@ -59,22 +71,38 @@ class Gateway:
         self.principals = PrincipalStore(self.engine)
         self.sessions = SessionStore(self.engine)
         self.revocations = RevocationStore(self.engine)
-        bundle_dir = settings.policy_dir or default_bundle_dir()
-        self.policy = EmbeddedRegoEngine(PolicyBundle.load(bundle_dir))
+        self.default_policy = PolicyBundle.load(settings.policy_dir or default_bundle_dir())
+        self.policy = _policy_engine(settings, self.default_policy)
+        self.policy_store = PolicyStore(self.engine)
+        self.policy_control = PolicyControl(self.policy_store, self.audit, self.policy, self.default_policy,
+                                            settings.policy_poll_interval_s, settings.policy_budget_ms / 1000)
+        self.approvals = ApprovalDesk(self.engine, self.audit)
+        self._policy_sync: asyncio.Task[None] | None = None
         self.limits = SandboxLimits(
             memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus, pids=settings.sandbox_pids,
             workspace_mb=settings.sandbox_workspace_mb, timeout_s=settings.call_timeout_s,
             max_output_bytes=settings.max_output_bytes)
         owner = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+        self.egress_tap = EgressTap()
         self.sandbox = DockerRuntime(image=settings.sandbox_image, state_dir=settings.data_dir / "run",
-                                     owner=owner, default_limits=self.limits, runtime=settings.sandbox_runtime)
-        self.enforcer = Enforcer(self.revocations, self.sessions, self.policy, self.sandbox, self.audit,
-                                 settings.detector_mode)
+                                     owner=owner, default_limits=self.limits, runtime=settings.sandbox_runtime,
+                                     egress_recorder=self.egress_tap)
+        self.detector_controls = DetectorControls(self.engine, settings.detector_mode)
+        self.detector_labels = DetectorLabels(self.engine)
+        self.risk = RiskBoard(settings.detector_risk_half_life_s, settings.detector_approval_ttl_s)
+        self.enforcer = Enforcer(self.engine, self.revocations, self.sessions, self.policy, self.sandbox, self.audit,
+                                 self.detector_controls, self.risk)
+        self.feed: DetectorFeed | None = None
+        self.watcher: CheckpointWatcher | None = None
         self.gate = DetectorGate()
         self.detector: Detector | None = None
         self.worker: DetectorWorker | None = None
         self.pipeline: CallPipeline | None = None
         self.generated_admin_key: str | None = None
+        self.catalog = ToolCatalog(self.engine, settings.call_timeout_s)
+        self.limiter = RateLimiter(settings.rate_limit_agent_per_minute, settings.rate_limit_agent_burst,
+                                   settings.rate_limit_tool_per_minute, settings.rate_limit_tool_burst)
+        self.idempotency: IdempotencyStore | None = None
 
     async def start(self) -> None:
         """Migrate, bootstrap the admin, load revocations, reap stale containers, start the detector."""
@@ -85,27 +113,50 @@ class Gateway:
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.generated_admin_key = await asyncio.to_thread(self.principals.ensure_admin, admin_key)
         await self.enforcer.load()
+        await self.policy_control.sync()
+        self._policy_sync = asyncio.create_task(self.policy_control.run(), name="policy-sync")
         await self.sandbox.start()
         stale = await asyncio.to_thread(self.sessions.fail_all_active, "gateway restarted; container removed")
         reaped = await self.sandbox.reap(set())
         if stale or reaped:
             log.info("reaped stale sessions", sessions=stale, containers=reaped)
-        self.detector = Detector(await asyncio.to_thread(self._checkpoint))
-        self.worker = DetectorWorker(self.detector, self.enforcer.apply_verdict)
+        await asyncio.to_thread(self.detector_controls.load)
+        self.detector = Detector(await asyncio.to_thread(self._checkpoint), responses=settings.detector_responses)
+        self.worker = DetectorWorker(self.detector, self.enforcer.apply_verdict, observe=self.enforcer.observe)
         self.worker.start()
+        self.watcher = CheckpointWatcher(settings.checkpoint_path, self.detector, self.audit,
+                                         settings.detector_reload_poll_s)
+        self.watcher.start()
+        self.feed = await asyncio.to_thread(DetectorFeed.open, self._novelty_path, self.egress_tap)
+        await asyncio.to_thread(self.catalog.load)
+        self.idempotency = IdempotencyStore(self.engine, self._redaction_key(), settings.idempotency_ttl_s)
         self.pipeline = CallPipeline(
-            tools=BUILTIN_TOOLS, policy=self.policy, audit=self.audit, sandbox=self.sandbox,
+            tools=self.catalog.tools, policy=self.policy, audit=self.audit, sandbox=self.sandbox,
             sessions=self.sessions, redactor=AuditRedactor(settings.redact_fields, self._redaction_key()),
             events=self.worker, gate=self.gate, default_timeout_s=settings.call_timeout_s,
-            max_output_bytes=settings.max_output_bytes, barrier_timeout_s=settings.detector_barrier_timeout_s)
+            max_output_bytes=settings.max_output_bytes, barrier_timeout_s=settings.detector_barrier_timeout_s,
+            facts=CallFacts(self.engine), approvals=self.approvals, shadow=self.policy_control,
+            limiter=self.limiter, arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth),
+            risk=self.risk, feed=self.feed)
 
-    def _checkpoint(self):
+    @property
+    def _novelty_path(self) -> Path:
+        return self.settings.data_dir / "detector-novelty.bin"
+
+    def _checkpoint(self) -> Checkpoint:
         path = self.settings.checkpoint_path
-        if not path.exists():
+        if path.exists():
+            try:
+                return load_checkpoint(path)
+            except ValueError as exc:
+                log.warning("detector checkpoint unusable; training the default model", path=str(path), error=str(exc))
+            except Exception as exc:
+                raise RuntimeError(f"detector checkpoint {path} could not be read ({type(exc).__name__}): delete it to "
+                                   "train the default model, or write a new one with `bastion detector train`") from exc
+        else:
             log.info("no detector checkpoint; training the default model", path=str(path))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return train_default(path)
-        return load_checkpoint(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return train_default(path)
 
     def _redaction_key(self) -> bytes:
         path: Path = self.settings.data_dir / "redaction.key"
@@ -117,19 +168,30 @@ class Gateway:
 
     async def stop(self) -> None:
         """Drain the detector, end every live session (their containers are removed) and disconnect."""
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self.worker is not None:
             await self.worker.stop()
-        ended = await asyncio.to_thread(self.sessions.fail_all_active, "gateway stopped; container removed")
-        await self.sandbox.reap(set())
-        log.info("gateway stopped", ended_sessions=len(ended))
-        await self.sandbox.close()
-        await asyncio.to_thread(self.audit.close)
-        self.engine.dispose()
+        try:
+            if self.feed is not None:
+                await asyncio.to_thread(self.feed.memory.save, self._novelty_path)
+            ended = await asyncio.to_thread(self.sessions.fail_all_active, "gateway stopped; container removed")
+            await self.sandbox.reap(set())
+            log.info("gateway stopped", ended_sessions=len(ended))
+            await self.sandbox.close()
+            if self._policy_sync is not None:
+                self._policy_sync.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._policy_sync
+            await asyncio.to_thread(self.policy.close)
+        finally:
+            await asyncio.to_thread(self.audit.close)
+            self.engine.dispose()
 
     async def readiness(self) -> Readiness:
         """Ask each dependency whether it answers."""
-        return Readiness(policy=self.policy.ping(), database=await asyncio.to_thread(self._db_answers),
-                         sandbox=await self.sandbox.ping())
+        return Readiness(policy=await asyncio.to_thread(self.policy.ping),
+                         database=await asyncio.to_thread(self._db_answers), sandbox=await self.sandbox.ping())
 
     def _db_answers(self) -> bool:
         try:
@@ -140,7 +202,8 @@ class Gateway:
             return False
 
     async def create_session(self, agent: PrincipalView, labels: dict[str, str]) -> LiveSession:
-        """Create a session and its container; refused for a revoked agent."""
+        """Create a session and its container; refused for a revoked or rate-limited agent."""
+        self.limiter.take(agent.id)
         data = await asyncio.to_thread(self.revocations.policy_data)
         if agent.id in data["agents"]:
             raise Problem(403, "denied", "Agent revoked",
@@ -175,3 +238,15 @@ class Gateway:
         """Drop the detector's state of a finished session."""
         if self.detector is not None:
             self.detector.forget(session_id)
+        if self.feed is not None:
+            self.feed.forget(session_id)
+
+
+def _policy_engine(settings: Settings, bundle: PolicyBundle) -> SupervisedRegoEngine | RemoteOpaEngine:
+    """The policy backend the settings choose: supervised evaluator processes, or a remote OPA server."""
+    if settings.policy_backend == "opa":
+        token = settings.policy_opa_token.get_secret_value() if settings.policy_opa_token else None
+        return RemoteOpaEngine(settings.policy_opa_url, bundle, timeout_s=settings.policy_budget_ms / 1000,
+                               token=token)
+    return SupervisedRegoEngine(bundle, workers=settings.policy_workers, budget_s=settings.policy_budget_ms / 1000,
+                                cache_size=settings.policy_cache_size)

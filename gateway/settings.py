@@ -25,7 +25,21 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     policy_dir: Path | None = None
+    policy_backend: Literal["embedded", "opa"] = "embedded"
+    policy_opa_url: str = "http://127.0.0.1:8181"
+    policy_opa_token: SecretStr | None = None
+    policy_workers: int = 2
+    policy_budget_ms: float = 500.0
+    policy_cache_size: int = 4096
+    policy_poll_interval_s: float = 0.5
     redact_fields: list[str] = DEFAULT_REDACT_FIELDS
+
+    audit_signing_key: SecretStr | None = None
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_interval_s: float = 60.0
+    audit_queue_size: int = 1024
+    audit_batch_max: int = 1000
+    audit_commit_timeout_s: float = 30.0
 
     sandbox_image: str | None = None
     sandbox_runtime: str = "runc"
@@ -39,6 +53,22 @@ class Settings(BaseSettings):
     detector_checkpoint: Path | None = None
     detector_mode: Literal["enforce", "monitor"] = "enforce"
     detector_barrier_timeout_s: float = 5.0
+    detector_responses: dict[Literal["raise_risk", "require_approval", "revoke_tool", "revoke_session",
+                                     "revoke_agent"], float] = {"revoke_session": 0.5}
+    detector_risk_half_life_s: float = 600.0
+    detector_approval_ttl_s: int = 900
+    detector_reload_poll_s: float = 2.0
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 64
+    max_args_bytes: int = 3 * 1024 * 1024
+    max_args_depth: int = 32
+    idempotency_ttl_s: float = 24 * 3600.0
+    rate_limit_agent_per_minute: float = 1200.0
+    rate_limit_agent_burst: int = 120
+    rate_limit_tool_per_minute: dict[str, float] = {}
+    rate_limit_tool_burst: int = 30
+    mcp_list_cache_s: float = 10.0
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":
@@ -49,6 +79,9 @@ class Settings(BaseSettings):
                 raise ValueError("BASTION_DATABASE_URL must point at PostgreSQL in production mode")
             if self.admin_key is None or len(self.admin_key.get_secret_value()) < 32:
                 raise ValueError("BASTION_ADMIN_KEY (32+ random characters) is required in production mode")
+            if self.audit_signing_key is None:
+                raise ValueError("BASTION_AUDIT_SIGNING_KEY (base64 of a random 32-byte Ed25519 seed) is required "
+                                 "in production mode")
         return self
 
     @cached_property

@@ -1,7 +1,7 @@
 """Built-in tools: their JSON Schemas, risk, and how a call becomes a sandbox request."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -27,6 +27,8 @@ class Tool:
     risk: str = "low"
     version: str = "1"
     network: bool = False
+    timeout_s: float | None = None
+    files: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def validator(self) -> Draft202012Validator:

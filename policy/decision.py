@@ -2,9 +2,11 @@
 
 from typing import Any
 
+from policy.obligations import ObligationsError, parse_obligations
 from policy.types import Decision
 
 ENGINE_ERROR_PREFIX = "policy engine error"
+ENGINE_UNAVAILABLE_PREFIX = "policy engine unavailable"
 
 
 class MalformedDecisionError(ValueError):
@@ -16,9 +18,15 @@ def engine_error(what: str, revision: str) -> Decision:
     return Decision(allow=False, reasons=[f"{ENGINE_ERROR_PREFIX}: {what}"], revision=revision)
 
 
+def engine_unavailable(what: str, revision: str) -> Decision:
+    """The deny returned while no evaluator can answer (one crashed and is restarting)."""
+    return Decision(allow=False, reasons=[f"{ENGINE_UNAVAILABLE_PREFIX}: {what}"], revision=revision)
+
+
 def is_engine_error(decision: Decision) -> bool:
-    """True for the deny `engine_error` produces."""
-    return bool(decision.reasons) and decision.reasons[0].startswith(f"{ENGINE_ERROR_PREFIX}:")
+    """True for the denies `engine_error` and `engine_unavailable` produce."""
+    return bool(decision.reasons) and decision.reasons[0].startswith(
+        (f"{ENGINE_ERROR_PREFIX}:", f"{ENGINE_UNAVAILABLE_PREFIX}:"))
 
 
 def decision_from_document(document: Any, revision: str) -> Decision:
@@ -34,6 +42,10 @@ def decision_from_document(document: Any, revision: str) -> Decision:
     obligations = document.get("obligations", {})
     if not isinstance(obligations, dict):
         raise MalformedDecisionError(f"decision.obligations must be an object, got {_kind(obligations)}")
+    try:
+        parse_obligations(obligations)
+    except ObligationsError as exc:
+        raise MalformedDecisionError(f"decision.obligations: {exc}") from exc
     return Decision(allow=allow, reasons=reasons, obligations=obligations, revision=revision)
 
 

@@ -13,28 +13,12 @@ from policy.decision import MalformedDecisionError, decision_from_document, engi
 from policy.errors import PolicyCompileError
 from policy.regocpp import PolicyEvaluationError, compile_bundle, describe_rego_error, evaluate, new_interpreter
 from policy.revocations import normalize_revocations, revocations_digest, with_revocations
-from policy.types import (
-    DECISION_PATH,
-    Decision,
-    DecisionContext,
-    DecisionInput,
-    Principal,
-    SessionInfo,
-    ToolInfo,
-)
+from policy.sample import SAMPLE_JSON, input_json
+from policy.types import DECISION_PATH, Decision, DecisionInput
 
 # regopy calls rego-cpp through ctypes, which releases the GIL: one rego-cpp call at a time per process.
 _REGO_LOCK = threading.Lock()
 _MAX_ERROR_CHARS = 300
-
-# Every bundle must decide this call (allow or deny) before it is put in force; ping() asks it too.
-_SAMPLE_INPUT = DecisionInput(
-    principal=Principal(id="bastion-sample", roles=["developer"]),
-    session=SessionInfo(id="bastion-sample", started_at="1970-01-01T00:00:00Z"),
-    tool=ToolInfo(name="shell.run", risk="high"),
-    args={"command": "true"},
-    context=DecisionContext(time="1970-01-01T00:00:00Z"),
-)
 
 
 @dataclass(frozen=True)
@@ -84,16 +68,16 @@ class EmbeddedRegoEngine:
     def decide(self, decision_input: DecisionInput) -> Decision:
         """Evaluate `data.bastion.authz.decision`; any failure is a deny saying so (fail closed)."""
         try:
-            input_json = _input_json(decision_input)
+            document = input_json(decision_input)
         except (TypeError, ValueError) as exc:
             return engine_error(f"input cannot be sent to the policy: {exc}", self._active.revision)
         with _REGO_LOCK:
-            return self._decide(input_json, self._active)
+            return self._decide(document, self._active)
 
     def ping(self) -> bool:
         """True when the engine answers a well-formed decision for a known input."""
         with _REGO_LOCK:
-            return not is_engine_error(self._decide(_SAMPLE_JSON, self._active))
+            return not is_engine_error(self._decide(SAMPLE_JSON, self._active))
 
     def _decide(self, input_json: str, active: _Active) -> Decision:
         """Evaluate with the lock held; errors become a deny here so rego-cpp objects die under the lock."""
@@ -108,17 +92,11 @@ class EmbeddedRegoEngine:
         compiled = compile_bundle(bundle.modules, with_revocations(bundle.data, revocations), DECISION_PATH)
         revision = f"{bundle.revision}-{revocations_digest(revocations)}"
         active = _Active(bundle=bundle, revocations=revocations, compiled=compiled, revision=revision)
-        sample = self._decide(_SAMPLE_JSON, active)
+        sample = self._decide(SAMPLE_JSON, active)
         if is_engine_error(sample):
             del compiled, active  # free the rego-cpp bundle now, under the lock, not with the traceback
             raise PolicyCompileError(f"policy compiled but cannot decide a sample shell.run call: {sample.reasons[0]}")
         return active
-
-
-def _input_json(decision_input: DecisionInput) -> str:
-    """The input document as the JSON term rego-cpp parses (keeps NUL and control characters intact)."""
-    document = decision_input.model_dump(mode="json")
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _failure_text(exc: Exception) -> str:
@@ -131,5 +109,3 @@ def _failure_text(exc: Exception) -> str:
         text = f"{type(exc).__name__}: {exc}"
     return text[:_MAX_ERROR_CHARS]
 
-
-_SAMPLE_JSON = _input_json(_SAMPLE_INPUT)

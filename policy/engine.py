@@ -2,6 +2,7 @@
 
 from typing import Any, Protocol
 
+from policy.bundle import PolicyBundle
 from policy.types import Decision, DecisionInput
 
 
@@ -11,6 +12,20 @@ class PolicyEngine(Protocol):
     @property
     def revision(self) -> str:
         """Identifies the active policy and data; changes whenever either changes."""
+        ...
+
+    @property
+    def bundle(self) -> PolicyBundle:
+        """The policy bundle in force."""
+        ...
+
+    @property
+    def revocations(self) -> dict[str, Any]:
+        """A copy of the revocations in force."""
+        ...
+
+    def load(self, bundle: PolicyBundle) -> None:
+        """Put `bundle` in force; PolicyCompileError (with file:line:col) leaves the old one in force."""
         ...
 
     def decide(self, decision_input: DecisionInput) -> Decision:

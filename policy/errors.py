@@ -15,3 +15,7 @@ class PolicyCompileError(PolicyError):
 
 class RevocationsError(PolicyError, ValueError):
     """Revocations data does not have the documented shape."""
+
+
+class PolicyBackendError(PolicyError):
+    """The remote policy backend could not be reached or refused a policy or data update."""

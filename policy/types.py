@@ -6,6 +6,9 @@ from pydantic import BaseModel, Field
 
 DECISION_PATH = "bastion/authz/decision"
 INPUT_VERSION = 1
+HISTORY_LIMIT = 20
+HISTORY_ARG_FIELDS = ("path", "url", "host", "command")
+HISTORY_ARG_CHARS = 256
 
 
 class Principal(BaseModel):
@@ -18,13 +21,22 @@ class Principal(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class HistoryEntry(BaseModel):
+    """One earlier call of the session as policies see it: the tool, its decision, a few argument fields."""
+
+    tool: str
+    allow: bool
+    args: dict[str, str] = Field(default_factory=dict)
+
+
 class SessionInfo(BaseModel):
-    """The session the call belongs to."""
+    """The session the call belongs to; `history` holds its last HISTORY_LIMIT calls, oldest first."""
 
     id: str
     started_at: str
     call_count: int = 0
     labels: dict[str, str] = Field(default_factory=dict)
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
 
 
 class ToolInfo(BaseModel):
@@ -36,12 +48,20 @@ class ToolInfo(BaseModel):
     network: bool = False
 
 
+class RateCounts(BaseModel):
+    """Allowed calls in the last 60 seconds, counted by the gateway for rate-limit rules."""
+
+    agent_calls_1m: int = 0
+    tool_calls_1m: int = 0
+
+
 class DecisionContext(BaseModel):
     """Facts about the moment of the call that policies may use."""
 
     time: str
     risk: float = 0.0
     request: dict[str, Any] = Field(default_factory=dict)
+    rates: RateCounts = Field(default_factory=RateCounts)
 
 
 class DecisionInput(BaseModel):

@@ -53,6 +53,12 @@ class RunningGateway:
     url: str
     settings: Settings
     server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Shut the gateway down and wait until its lifespan has finished (sessions ended, containers removed)."""
+        self.server.should_exit = True
+        self.thread.join(timeout=120)
 
     @property
     def admin(self) -> dict[str, str]:
@@ -83,7 +89,7 @@ def serve_gateway(settings: Settings) -> RunningGateway:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("gateway did not start")
         time.sleep(0.05)
-    return RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, server=server)
+    return RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, server=server, thread=thread)
 
 
 def gateway_settings(data_dir: Path, checkpoint: Path, image: str, **overrides: object) -> Settings:
@@ -99,8 +105,7 @@ def running_gateway(tmp_path_factory: pytest.TempPathFactory, detector_checkpoin
     data_dir = Path(tempfile_short("gw"))
     running = serve_gateway(gateway_settings(data_dir, detector_checkpoint, sandbox_image))
     yield running
-    running.server.should_exit = True
-    time.sleep(0.5)
+    running.stop()
 
 
 def tempfile_short(prefix: str) -> str:
@@ -158,5 +163,5 @@ def fresh_postgres(postgres_url: str) -> Iterator[str]:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()

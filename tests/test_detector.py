@@ -12,7 +12,7 @@ from detector.explain import PHRASES
 from detector.features import argument_features
 from detector.model import CONTRIBUTION_NAMES, pick_device
 from detector.scorer import Detector
-from detector.synthetic import ATTACKS, SyntheticSession, attack_sessions, normal_sessions
+from detector.synthetic import ATTACKS, TUNED_ATTACKS, SyntheticSession, attack_sessions, normal_sessions
 from detector.train import score_sessions, train, train_default
 from detector.types import Event, Verdict
 from detector.worker import DetectorWorker
@@ -131,7 +131,7 @@ def test_held_out_attacks_score_clearly_above_normal_sessions(checkpoint: Checkp
     attack_rows = score_sessions(model, [s.events for s in attacks])
     malicious = malicious_scores(attack_rows, attacks)
     assert auc(malicious, normal_scores) >= 0.9
-    for attack in ATTACKS:
+    for attack in TUNED_ATTACKS:
         assert auc(malicious_scores(attack_rows, attacks, attack), normal_scores) >= 0.8, attack
     ordered = sorted(normal_scores)
     assert sorted(malicious)[len(malicious) // 2] > ordered[int(0.99 * len(ordered))]

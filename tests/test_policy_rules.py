@@ -51,7 +51,10 @@ def shell(engine: EmbeddedRegoEngine, command: str, **kwargs: Any) -> Decision:
 def test_developer_may_call_every_builtin_tool_with_its_timeout_cap(engine: EmbeddedRegoEngine, tool: str) -> None:
     args = {"fs.list": {}, "fs.read": {"path": "a.txt"}, "fs.write": {"path": "a.txt", "content": "x"}}
     decision = engine.decide(call(tool, args.get(tool, {"command": "true", "code": "print(1)"})))
-    assert decision == Decision(allow=True, reasons=[], obligations={"max_timeout_s": 60}, revision=engine.revision)
+    memory = 512 if tool == "python.run" else 256
+    assert decision == Decision(allow=True, reasons=[], revision=engine.revision, obligations={
+        "max_timeout_s": 60, "runtime": "runc", "limits": {"memory_mb": memory, "pids": 128},
+        "egress": {"allow": ["files.pythonhosted.org", "pypi.org"]}, "redact": []})
 
 
 @pytest.mark.parametrize(("tool", "allowed"), [("fs.read", True), ("fs.list", True), ("fs.write", False),
@@ -61,7 +64,8 @@ def test_reader_may_only_read_and_list(engine: EmbeddedRegoEngine, tool: str, al
     decision = engine.decide(call(tool, args, roles=("reader",)))
     assert decision.allow is allowed
     if allowed:
-        assert decision.obligations == {"max_timeout_s": 30}
+        assert decision.obligations["max_timeout_s"] == 30
+        assert decision.obligations["egress"] == {"allow": []}
     else:
         assert decision.reasons == [f'tool "{tool}" is not granted to roles ["reader"]']
         assert decision.obligations == {}
@@ -77,8 +81,8 @@ def test_unknown_tool_and_unknown_roles_are_refused(engine: EmbeddedRegoEngine) 
 
 
 def test_several_roles_get_the_largest_timeout_cap_among_those_granting_the_tool(engine: EmbeddedRegoEngine) -> None:
-    assert engine.decide(call("fs.list", {}, roles=("reader", "developer"))).obligations == {"max_timeout_s": 60}
-    assert engine.decide(call("fs.list", {}, roles=("reader", "guest"))).obligations == {"max_timeout_s": 30}
+    assert engine.decide(call("fs.list", {}, roles=("reader", "developer"))).obligations["max_timeout_s"] == 60
+    assert engine.decide(call("fs.list", {}, roles=("reader", "guest"))).obligations["max_timeout_s"] == 30
 
 
 # Workspace paths

@@ -1,4 +1,4 @@
-"""Admin routes for revocations: list, revoke by hand, lift."""
+"""Admin routes for revocations: list, revoke by hand, lift, label false or true positive."""
 
 import asyncio
 from datetime import datetime
@@ -7,9 +7,11 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
+from gateway.audit import AuditEntry
 from gateway.deps import AdminPrincipal, GatewayDep
+from gateway.detector_labels import Label
 from gateway.enforcement import RevocationRequest
-from gateway.models import Revocation
+from gateway.models import DetectorAnnotation, Revocation
 from gateway.problems import Problem
 
 router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
@@ -54,11 +56,24 @@ class RevocationPublic(BaseModel):
     lifted_at: datetime | None
     lifted_by: str | None
     active: bool
+    label: str | None = None
+    label_note: str | None = None
 
     @classmethod
-    def of(cls, row: Revocation) -> "RevocationPublic":
-        """Build from a table row."""
-        return cls(**row.model_dump(), active=row.lifted_at is None)
+    def of(cls, row: Revocation, annotation: DetectorAnnotation | None = None) -> "RevocationPublic":
+        """Build from a table row and its newest annotation."""
+        return cls(**row.model_dump(), active=row.lifted_at is None,
+                   label=annotation.label if annotation else None, label_note=annotation.note if annotation else None)
+
+
+class RevocationLabel(BaseModel):
+    """An operator's verdict on a revocation: false or true positive (feeds the next detector training)."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {
+        "examples": [{"label": "false_positive", "note": "nightly backup job, expected"}]}}
+
+    label: Label
+    note: str | None = Field(default=None, max_length=2000)
 
 
 @router.get("", response_model=list[RevocationPublic])
@@ -66,7 +81,24 @@ async def list_revocations(_admin: AdminPrincipal, gateway: GatewayDep, active: 
                            agent_id: str | None = None) -> list[RevocationPublic]:
     """Revocations, newest first (only active ones with active=true)."""
     rows = await asyncio.to_thread(gateway.revocations.list, active, agent_id)
-    return [RevocationPublic.of(row) for row in rows]
+    labels = await asyncio.to_thread(gateway.detector_labels.latest, [row.id for row in rows])
+    return [RevocationPublic.of(row, labels.get(row.id)) for row in rows]
+
+
+@router.post("/{revocation_id}/annotations", status_code=201, response_model=RevocationPublic)
+async def annotate_revocation(revocation_id: str, body: RevocationLabel, admin: AdminPrincipal,
+                              gateway: GatewayDep) -> RevocationPublic:
+    """Label a revocation false or true positive: false positives train as normal, true positives are excluded."""
+    row = await asyncio.to_thread(gateway.revocations.get, revocation_id)
+    if row is None:
+        raise Problem(404, "unknown-revocation", "Unknown revocation",
+                      f"No revocation {revocation_id!r}. GET /v1/revocations lists them.")
+    annotation = await asyncio.to_thread(gateway.detector_labels.annotate, body.label, admin.id, row.agent_id,
+                                         body.note, row.id, None)
+    await gateway.audit.append_async([AuditEntry(
+        kind="annotation", agent_id=row.agent_id, session_id=row.session_id,
+        result={"by": admin.id, "revocation_id": row.id, "label": body.label, "note": body.note})])
+    return RevocationPublic.of(row, annotation)
 
 
 @router.post("", status_code=201, response_model=RevocationPublic)

@@ -1,28 +1,50 @@
-"""Agent routes: sessions and the tool calls made in them."""
+"""Agent routes: sessions and the tool calls made in them (plain, idempotent, or streamed as NDJSON)."""
 
+import asyncio
+import time
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from gateway.call_stream import NDJSON, CallStream
 from gateway.deps import CurrentAgent, GatewayDep, OwnedSession
+from gateway.idempotency import StoredAnswer, fingerprint
+from gateway.pipeline import CallOutcome
 from gateway.problems import Problem
 from gateway.sessions import LiveSession
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=255,
+    description="Makes the request safe to retry: a retry with the same key and body gets the first answer "
+                "(header `Idempotency-Replayed: true`); the same key with another body is a 409.",
+    examples=["5f0c6a52-6a6e-4f7b-9d55-3c1f2b8f9e10"])]
+
+_SESSION_EXAMPLE = {"session_id": "ses_3f2a9c0d1e2b4a5f", "agent_id": "agt_0123456789abcdef", "status": "active",
+                    "call_count": 0, "created_at": "2026-11-29T10:00:00Z", "labels": {"task": "triage"}}
+_RESULT_EXAMPLE = {"exit_code": 0, "stdout": "hello\n", "stderr": "", "duration_ms": 12.4, "timed_out": False,
+                   "truncated": False, "oom_killed": False, "seccomp_killed": False, "seccomp_syscall": None,
+                   "data": None}
+_DECISION_EXAMPLE = {"allow": True, "reasons": [], "obligations": {"max_timeout_s": 60},
+                     "policy_revision": "b1946ac92492"}
+
 
 class SessionCreate(BaseModel):
     """Options for a new session."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [{"labels": {"task": "triage"}}]}}
 
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32, examples=[{"task": "triage"}])
+    labels: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict, max_length=32)
 
 
 class SessionPublic(BaseModel):
     """A session as the API shows it."""
+
+    model_config = {"json_schema_extra": {"examples": [_SESSION_EXAMPLE]}}
 
     session_id: str
     agent_id: str
@@ -51,6 +73,8 @@ class CallRequest(BaseModel):
 class DecisionPublic(BaseModel):
     """The policy decision for the call."""
 
+    model_config = {"json_schema_extra": {"examples": [_DECISION_EXAMPLE]}}
+
     allow: bool
     reasons: list[str]
     obligations: dict[str, Any] = Field(default_factory=dict)
@@ -59,6 +83,8 @@ class DecisionPublic(BaseModel):
 
 class ResultPublic(BaseModel):
     """What the sandboxed call produced."""
+
+    model_config = {"json_schema_extra": {"examples": [_RESULT_EXAMPLE]}}
 
     exit_code: int
     stdout: str
@@ -75,16 +101,49 @@ class ResultPublic(BaseModel):
 class CallResponse(BaseModel):
     """The answer to an allowed call."""
 
+    model_config = {"json_schema_extra": {"examples": [
+        {"call_id": "call_9a8b7c6d5e4f3a2b", "decision": _DECISION_EXAMPLE, "result": _RESULT_EXAMPLE}]}}
+
     call_id: str
     decision: DecisionPublic
     result: ResultPublic
 
+    @classmethod
+    def of(cls, outcome: CallOutcome) -> "CallResponse":
+        """Build from the pipeline's outcome."""
+        decision = outcome.decision
+        return cls(call_id=outcome.call_id,
+                   decision=DecisionPublic(allow=True, reasons=decision.reasons, obligations=decision.obligations,
+                                           policy_revision=decision.revision),
+                   result=ResultPublic(**outcome.result.model_dump(include=set(ResultPublic.model_fields))))
+
+
+def _request_meta(request: Request, surface: str) -> dict[str, Any]:
+    return {"client": request.client.host if request.client else None,
+            "user_agent": request.headers.get("user-agent", "")[:200], "surface": surface}
+
+
+def _require_active(session: LiveSession) -> None:
+    if session.status in {"ended", "failed"}:
+        raise Problem(409, "session-ended", "Session ended",
+                      f"Session {session.id} is {session.status}; start a new one with POST /v1/sessions.")
+
 
 @router.post("", status_code=201, response_model=SessionPublic)
-async def create_session(agent: CurrentAgent, gateway: GatewayDep, body: SessionCreate | None = None) -> SessionPublic:
+async def create_session(agent: CurrentAgent, gateway: GatewayDep, request: Request,
+                         idempotency_key: IdempotencyKey = None, body: SessionCreate | None = None) -> Response:
     """Start a session: one fresh sandbox container, used by this agent only."""
-    live = await gateway.create_session(agent, (body or SessionCreate()).labels)
-    return SessionPublic.of(live)
+    wanted = body or SessionCreate()
+
+    async def produce() -> StoredAnswer:
+        live = await gateway.create_session(agent, wanted.labels)
+        return StoredAnswer(201, SessionPublic.of(live).model_dump(mode="json"))
+
+    if idempotency_key is None:
+        return (await produce()).response()
+    assert gateway.idempotency is not None
+    digest = fingerprint("POST", request.url.path, wanted.model_dump(mode="json"))
+    return await gateway.idempotency.run(agent.id, idempotency_key, digest, produce)
 
 
 @router.get("/{session_id}", response_model=SessionPublic)
@@ -100,23 +159,62 @@ async def delete_session(session: OwnedSession, agent: CurrentAgent, gateway: Ga
     return Response(status_code=204)
 
 
-@router.post("/{session_id}/calls", response_model=CallResponse,
-             responses={403: {"description": "Denied by policy (problem+json with reasons and call_id)"}})
+_HELD = {202: {"description": "Held for a human's approval (policy obligation `require_approval`): repeat the same "
+                             "call once the approval at `Location` is approved.",
+               "content": {"application/json": {"example": {
+                   "status": "pending", "approval_id": "apr_1f2e3d4c5b6a7980", "call_id": "call_9a8b7c6d5e4f3a2b",
+                   "reason": "tool \"shell.run\" needs human approval for roles [\"supervised\"]",
+                   "expires_at": "2026-11-29T10:15:00+00:00", "detail": "This call needs a human's approval."}}}}}
+
+
+@router.post("/{session_id}/calls", response_model=CallResponse, responses=_HELD)
 async def call_tool(body: CallRequest, session: OwnedSession, agent: CurrentAgent, gateway: GatewayDep,
-                    request: Request) -> CallResponse:
-    """Run one tool call through policy, sandbox, audit and detector."""
-    if session.status in {"ended", "failed"}:
-        raise Problem(409, "session-ended", "Session ended",
-                      f"Session {session.id} is {session.status}; start a new one with POST /v1/sessions.")
-    assert gateway.pipeline is not None
-    meta = {"client": request.client.host if request.client else None,
-            "user_agent": request.headers.get("user-agent", "")[:200]}
-    outcome = await gateway.pipeline.call(agent, session, body.tool, body.args, meta)
-    result = outcome.result
-    return CallResponse(
-        call_id=outcome.call_id,
-        decision=DecisionPublic(allow=True, reasons=outcome.decision.reasons,
-                                obligations=outcome.decision.obligations,
-                                policy_revision=outcome.decision.revision),
-        result=ResultPublic(**result.model_dump(include=set(ResultPublic.model_fields))),
-    )
+                    request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    """Run one tool call through policy, sandbox, audit and detector.
+
+    A denial is a 403 problem with the policy's `reasons` and the `call_id` under which it was audited."""
+    pipeline = gateway.pipeline
+    assert pipeline is not None
+
+    async def produce() -> StoredAnswer:
+        _require_active(session)
+        started = time.perf_counter()
+        outcome = await pipeline.call(agent, session, body.tool, body.args, _request_meta(request, "rest"))
+        timing = f"pipeline;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return StoredAnswer(200, CallResponse.of(outcome).model_dump(mode="json"), headers={"Server-Timing": timing})
+
+    if idempotency_key is None:
+        return (await produce()).response()
+    assert gateway.idempotency is not None
+    digest = fingerprint("POST", request.url.path, body.model_dump(mode="json"))
+    return await gateway.idempotency.run(agent.id, idempotency_key, digest, produce)
+
+
+_STREAM_EXAMPLE = "\n".join([
+    '{"type":"started","call_id":"call_9a8b7c6d5e4f3a2b","decision":{"allow":true,"reasons":[],'
+    '"obligations":{},"policy_revision":"b1946ac92492"}}',
+    '{"type":"chunk","stream":"stdout","data":"hello\\n"}',
+    '{"type":"result","call_id":"call_9a8b7c6d5e4f3a2b","decision":{"allow":true,"reasons":[],"obligations":{},'
+    '"policy_revision":"b1946ac92492"},"result":{"exit_code":0,"stdout":"hello\\n","stderr":"","duration_ms":12.4,'
+    '"timed_out":false,"truncated":false}}',
+]) + "\n"
+
+
+@router.post("/{session_id}/calls:stream", response_class=StreamingResponse, responses={**_HELD, 200: {
+    "description": "NDJSON lines: `started` (after policy and audit), `chunk` (`stream`, `data`) as output "
+                   "arrives, then `result` (as the plain call's body) or `error` (`problem`).",
+    "content": {NDJSON: {"schema": {"type": "string"}, "example": _STREAM_EXAMPLE}}}})
+async def stream_call(body: CallRequest, session: OwnedSession, agent: CurrentAgent, gateway: GatewayDep,
+                      request: Request) -> Response:
+    """Run one tool call like `/calls`, streaming its output as NDJSON while it runs.
+
+    Refusals before the call starts (denied, invalid arguments, rate limited) are plain problem responses."""
+    _require_active(session)
+    pipeline = gateway.pipeline
+    assert pipeline is not None
+    stream = CallStream(lambda outcome: CallResponse.of(outcome).model_dump(mode="json"))
+    call = asyncio.create_task(pipeline.call(agent, session, body.tool, body.args,
+                                             _request_meta(request, "rest-stream"), observer=stream))
+    await stream.open(call)
+    return StreamingResponse(stream.lines(call), media_type=NDJSON)
+

@@ -1,16 +1,183 @@
-"""The tool catalogue."""
+"""The tool catalogue: built-in tools plus the custom tools admins register (versioned)."""
 
-from typing import Any
+import asyncio
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, Field, field_validator
 
-from gateway.deps import CurrentPrincipal
+from gateway.custom_tools import CustomToolSpec, ToolDefinitionError
+from gateway.deps import AdminPrincipal, CurrentPrincipal, GatewayDep
+from gateway.models import CustomToolVersion
+from gateway.problems import Problem
+from gateway.tool_catalog import spec_of
 from gateway.tools import BUILTIN_TOOLS
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
+ToolName = Annotated[str, Path(min_length=1, max_length=200, examples=["billing.send_money"])]
+_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9*]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*$")
 
-@router.get("")
-async def list_tools(_principal: CurrentPrincipal) -> dict[str, list[dict[str, Any]]]:
-    """Every tool with its JSON Schema."""
-    return {"tools": [tool.public() for tool in BUILTIN_TOOLS.values()]}
+_PAY_SCHEMA = {"type": "object", "required": ["recipient", "amount"], "additionalProperties": False,
+               "properties": {"recipient": {"type": "string", "maxLength": 200},
+                              "amount": {"type": "number", "exclusiveMinimum": 0}}}
+_PAY_EXAMPLE = {"name": "billing.send_money", "description": "Send money to a recipient.",
+                "input_schema": _PAY_SCHEMA,
+                "command": ["python3", "tools/pay.py", "--to", "{recipient}", "--amount", "{amount}"],
+                "risk": "high", "limits": {"timeout_s": 20},
+                "files": {"tools/pay.py": "import sys\nprint('paid', sys.argv[2:])\n"}}
+
+
+class ToolLimits(BaseModel):
+    """Per-call limits of a custom tool (the policy's max_timeout_s still caps the timeout)."""
+
+    model_config = {"extra": "forbid"}
+
+    timeout_s: float | None = Field(default=None, gt=0, le=600)
+    max_output_bytes: int | None = Field(default=None, ge=1, le=1_048_576)
+
+
+class ToolCreate(BaseModel):
+    """A custom tool: JSON Schema for its arguments and the argv template run in the session's sandbox.
+
+    `{field}` in a command element takes that argument (strings as is, other values JSON-encoded);
+    `{args_json}` is the whole argument object; `{{` and `}}` are literal braces. No shell is involved.
+    `files` are written into the session workspace before every call of the tool."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [_PAY_EXAMPLE]}}
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(min_length=1, max_length=2000)
+    input_schema: dict[str, Any]
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
+    risk: Literal["low", "medium", "high"] = "medium"
+    egress: list[str] = Field(default_factory=list, max_length=32,
+                              description="Hosts the tool needs to reach; a non-empty list marks it network-capable "
+                                          "for policy (tool.network), which decides")
+    limits: ToolLimits = Field(default_factory=ToolLimits)
+    files: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("egress")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        lowered = [host.lower() for host in hosts]
+        bad = [host for host in lowered if not _HOST.match(host)]
+        if bad:
+            raise ValueError(f"not host names: {bad}")
+        return lowered
+
+
+class ToolPublic(BaseModel):
+    """A tool as agents and admins see it; custom tools also show their definition and versions."""
+
+    model_config = {"json_schema_extra": {"examples": [{
+        **{k: v for k, v in _PAY_EXAMPLE.items() if k != "files"}, "version": "2", "versions": ["1", "2"],
+        "network": False, "custom": True, "egress": [], "files": ["tools/pay.py"],
+        "limits": {"timeout_s": 20, "max_output_bytes": None}}]}}
+
+    name: str
+    version: str
+    description: str
+    risk: str
+    network: bool
+    input_schema: dict[str, Any]
+    custom: bool = False
+    versions: list[str] = Field(default_factory=list)
+    command: list[str] | None = None
+    egress: list[str] = Field(default_factory=list)
+    limits: ToolLimits | None = None
+    files: list[str] = Field(default_factory=list)
+
+
+class ToolList(BaseModel):
+    """Every tool agents can call."""
+
+    tools: list[ToolPublic]
+
+
+class ToolVersionPublic(BaseModel):
+    """One stored version of a custom tool."""
+
+    version: str
+    description: str
+    input_schema: dict[str, Any]
+    command: list[str]
+    risk: str
+    egress: list[str]
+    limits: ToolLimits
+    files: list[str]
+    created_by: str
+    created_at: datetime
+    retired_at: datetime | None
+
+
+class ToolVersions(BaseModel):
+    """The history of a custom tool, oldest first."""
+
+    name: str
+    versions: list[ToolVersionPublic]
+
+
+@router.get("", response_model=ToolList)
+async def list_tools(_principal: CurrentPrincipal, gateway: GatewayDep) -> ToolList:
+    """Every tool with its JSON Schema (built-ins, then custom tools at their newest version)."""
+    return ToolList(tools=[ToolPublic(**tool.public()) for tool in gateway.catalog.tools.values()])
+
+
+@router.post("", status_code=201, response_model=ToolPublic)
+async def register_tool(body: ToolCreate, admin: AdminPrincipal, gateway: GatewayDep) -> ToolPublic:
+    """Register a custom tool, or its next version when the name exists; callable at once, policy permitting."""
+    if body.name in BUILTIN_TOOLS:
+        raise Problem(409, "builtin-tool", "Built-in tool",
+                      f"{body.name!r} is a built-in tool and cannot be replaced; choose another name.")
+    spec = CustomToolSpec(name=body.name, version=0, description=body.description, input_schema=body.input_schema,
+                          command=body.command, risk=body.risk, egress=body.egress, timeout_s=body.limits.timeout_s,
+                          max_output_bytes=body.limits.max_output_bytes, files=body.files)
+    try:
+        tool = await asyncio.to_thread(gateway.catalog.register, spec, admin.id)
+    except ToolDefinitionError as exc:
+        raise Problem(422, "invalid-tool-definition", "Invalid tool definition",
+                      f"The tool cannot be registered: {exc}.", tool=body.name) from exc
+    return ToolPublic(**tool.public())
+
+
+@router.get("/{name}", response_model=ToolPublic)
+async def get_tool(name: ToolName, _principal: CurrentPrincipal, gateway: GatewayDep) -> ToolPublic:
+    """One tool at its current version."""
+    tool = gateway.catalog.tools.get(name)
+    if tool is None:
+        raise _unknown(name)
+    return ToolPublic(**tool.public())
+
+
+@router.get("/{name}/versions", response_model=ToolVersions)
+async def tool_versions(name: ToolName, _admin: AdminPrincipal, gateway: GatewayDep) -> ToolVersions:
+    """Every stored version of a custom tool, retired ones included."""
+    rows = await asyncio.to_thread(gateway.catalog.history, name)
+    if not rows:
+        raise _unknown(name)
+    return ToolVersions(name=name, versions=[_version(row) for row in rows])
+
+
+@router.delete("/{name}", status_code=204)
+async def retire_tool(name: ToolName, _admin: AdminPrincipal, gateway: GatewayDep) -> Response:
+    """Stop offering a custom tool; its versions stay stored, and registering the name again revives it."""
+    if not await asyncio.to_thread(gateway.catalog.retire, name):
+        raise _unknown(name)
+    return Response(status_code=204)
+
+
+def _version(row: CustomToolVersion) -> ToolVersionPublic:
+    spec = spec_of(row)
+    return ToolVersionPublic(version=str(row.version), description=spec.description, input_schema=spec.input_schema,
+                             command=spec.command, risk=spec.risk, egress=spec.egress,
+                             limits=ToolLimits(timeout_s=spec.timeout_s, max_output_bytes=spec.max_output_bytes),
+                             files=sorted(spec.files), created_by=row.created_by, created_at=row.created_at,
+                             retired_at=row.retired_at)
+
+
+def _unknown(name: str) -> Problem:
+    return Problem(404, "unknown-tool", "Unknown tool",
+                   f"No tool named {name!r} (built-in tools cannot be retired). GET /v1/tools lists the tools.")

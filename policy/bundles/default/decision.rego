@@ -31,9 +31,20 @@ revocation_reasons := array.concat(["revoked"], sorted(revoked)) if count(revoke
 # rego-cpp's sort() of a set answers a set; sorting an array answers an array.
 sorted(items) := sort([item | some item in items])
 
+# What an allowed call must run under (policy/obligations.py documents each key). Approval is only
+# asked for when nothing else denies the call.
 default obligations := {}
 
-obligations := {"max_timeout_s": max_timeout_s} if allow
+obligations := object.union_n([
+	{
+		"max_timeout_s": max_timeout_s,
+		"runtime": runtime,
+		"limits": limits,
+		"egress": {"allow": egress_allow},
+		"redact": sorted(redact_fields),
+	},
+	approval_obligation,
+]) if allow
 
 deny contains msg if {
 	object.get(input, "version", null) != config.input_version

@@ -1,0 +1,164 @@
+"""Detection-to-revocation latency on a real gateway under load.
+
+Run: `python bench/detector_revocation.py [--sessions 50] [--trials 30] [--checkpoint PATH]`. Starts a gateway
+(real Docker, Rego, SQLite, torch) on loopback, keeps `--sessions` agent sessions making ordinary calls
+(`--think` seconds apart),
+and, one trial at a time, has a fresh agent make a call that the kernel kills for an escape syscall (ptrace).
+From the moment that call's result reaches the agent it measures: until the agent's next call is answered
+403 `revoked`, until its container is gone from the Docker engine, and the later of the two. Prints p50/p99.
+"""
+
+import argparse
+import asyncio
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import docker
+import httpx
+import uvicorn
+
+from detector.train import train_default
+from gateway.app import create_app
+from gateway.logging import configure_logging
+from gateway.settings import Settings
+
+ADMIN_KEY = "bench-admin-key-" + "x" * 32
+PTRACE = (
+    "import ctypes, platform\n"
+    "nr = {'x86_64': 101, 'aarch64': 117}[platform.machine()]\n"
+    "ctypes.CDLL(None).syscall(nr, 0, 0, 0, 0)\n"
+)
+ORDINARY = [("fs.list", {}), ("shell.run", {"command": "echo ok"}), ("fs.write", {"path": "a.txt", "content": "x"}),
+            ("fs.read", {"path": "a.txt"}), ("python.run", {"code": "print(sum(range(100)))"})]
+
+
+def serve(settings: Settings) -> tuple[uvicorn.Server, str]:
+    """A gateway on a free loopback port, started in a thread."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+class Bench:
+    """An admin client of the gateway and the agents it creates."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    async def agent_session(self, name: str) -> tuple[dict[str, str], str]:
+        created = await self.client.post("/v1/agents", json={"name": name, "roles": ["developer"]}, headers=self.admin)
+        created.raise_for_status()
+        headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
+        session = await self.client.post("/v1/sessions", headers=headers)
+        session.raise_for_status()
+        return headers, session.json()["session_id"]
+
+    async def call(self, headers: dict[str, str], session_id: str, tool: str, args: dict) -> httpx.Response:
+        return await self.client.post(f"/v1/sessions/{session_id}/calls", headers=headers,
+                                      json={"tool": tool, "args": args})
+
+    async def load(self, headers: dict[str, str], session_id: str, stop: asyncio.Event, counter: list[int],
+                   think_s: float) -> None:
+        """Ordinary calls with `think_s` between them, until `stop`."""
+        step = 0
+        while not stop.is_set():
+            tool, args = ORDINARY[step % len(ORDINARY)]
+            await self.call(headers, session_id, tool, args)
+            counter[0] += 1
+            step += 1
+            await asyncio.sleep(think_s)
+
+
+def container_gone_at(engine: docker.DockerClient, session_id: str, deadline: float) -> float:
+    """When the session's container was first seen absent (polling the engine every millisecond)."""
+    while time.perf_counter() < deadline:
+        if not engine.api.containers(all=True, filters={"label": f"bastion.session={session_id}"}):
+            return time.perf_counter()
+        time.sleep(0.001)
+    return float("inf")
+
+
+async def trial(bench: Bench, engine: docker.DockerClient, index: int) -> tuple[float, float]:
+    """One revocation: (ms until the next call is denied, ms until the container is gone)."""
+    headers, session_id = await bench.agent_session(f"trial-{index}")
+    assert (await bench.call(headers, session_id, "fs.list", {})).status_code == 200
+    killed = await bench.call(headers, session_id, "python.run", {"code": PTRACE})
+    start = time.perf_counter()
+    assert killed.status_code == 200 and killed.json()["result"]["seccomp_killed"], killed.text
+    gone = asyncio.create_task(asyncio.to_thread(container_gone_at, engine, session_id, start + 30))
+    denied = await bench.call(headers, session_id, "fs.list", {})
+    denied_at = time.perf_counter()
+    assert denied.status_code == 403 and "revoked" in denied.json()["reasons"], denied.text
+    return (denied_at - start) * 1000, (await gone - start) * 1000
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+async def run(url: str, sessions: int, trials: int, think_s: float) -> None:
+    engine = docker.from_env()
+    async with httpx.AsyncClient(base_url=url, timeout=120,
+                                 limits=httpx.Limits(max_connections=sessions + 16)) as client:
+        bench = Bench(client)
+        created = time.perf_counter()
+        background = []
+        for start in range(0, sessions, 8):
+            background += await asyncio.gather(*(bench.agent_session(f"load-{i}")
+                                                 for i in range(start, min(sessions, start + 8))))
+        print(f"{sessions} background sessions created in {time.perf_counter() - created:.1f}s")
+        stop, counter = asyncio.Event(), [0]
+        loaders = [asyncio.create_task(bench.load(h, s, stop, counter, think_s)) for h, s in background]
+        await asyncio.sleep(2)
+        began, calls_before = time.perf_counter(), counter[0]
+        results = [await trial(bench, engine, i) for i in range(trials)]
+        load_rate = (counter[0] - calls_before) / (time.perf_counter() - began)
+        stop.set()
+        await asyncio.gather(*loaders)
+    denied = [d for d, _ in results]
+    gone = [g for _, g in results]
+    both = [max(d, g) for d, g in results]
+    print(f"{trials} revocations under {sessions} busy sessions ({load_rate:.0f} background calls/s):")
+    for name, values in (("next call denied", denied), ("container gone", gone), ("denied and gone", both)):
+        print(f"  {name:<18} p50 {percentile(values, 0.5):7.1f} ms   p99 {percentile(values, 0.99):7.1f} ms"
+              f"   mean {statistics.fmean(values):7.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--think", type=float, default=0.5, help="seconds between a background session's calls")
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="bst-rev-", dir="/tmp"))
+    checkpoint = data_dir / "detector.pt"
+    if args.checkpoint is not None:
+        shutil.copy(args.checkpoint, checkpoint)
+    else:
+        train_default(checkpoint)
+    configure_logging("console", "error")
+    server, url = serve(Settings(data_dir=data_dir, admin_key=ADMIN_KEY, detector_checkpoint=checkpoint))
+    try:
+        asyncio.run(run(url, args.sessions, args.trials, args.think))
+    finally:
+        server.should_exit = True
+        time.sleep(5)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The hash chain: what an entry is, the bytes a record's hash covers, and linking entries after the tail."""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.models import utcnow
+
+GENESIS_HASH = "0" * 64
+HASHED_FIELDS = (
+    "record_id", "kind", "decision_id", "call_id", "agent_id", "session_id", "tool", "allow",
+    "reasons", "path", "input", "result", "policy_revision", "timestamp", "prev_hash",
+)
+# Covered only when set, so records written before these columns existed keep their hashes.
+OPTIONAL_HASHED_FIELDS = ("risk", "metrics")
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class AuditStoreError(Exception):
+    """The audit store could not durably commit; the call must not proceed."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """What a caller wants recorded; the log adds ids, time and the chain."""
+
+    kind: str
+    agent_id: str | None = None
+    session_id: str | None = None
+    call_id: str | None = None
+    decision_id: str | None = None
+    tool: str | None = None
+    allow: bool | None = None
+    reasons: Sequence[str] = ()
+    path: str | None = None
+    input: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    policy_revision: str | None = None
+    risk: float | None = None
+    metrics: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class ChainedRecord:
+    """A record as the writer committed it: one value per column of `audit_records`."""
+
+    seq: int
+    record_id: str
+    kind: str
+    decision_id: str | None
+    call_id: str | None
+    agent_id: str | None
+    session_id: str | None
+    tool: str | None
+    allow: bool | None
+    reasons: list[str]
+    path: str | None
+    input: dict[str, Any] | None
+    result: dict[str, Any] | None
+    policy_revision: str | None
+    timestamp: datetime
+    risk: float | None
+    metrics: dict[str, Any] | None
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ChainTail:
+    """The last link of the chain: a record, a prune checkpoint standing for the pruned prefix, or genesis."""
+
+    seq: int
+    hash: str
+
+
+def timestamp_text(value: datetime) -> str:
+    """A datetime as UTC ISO text with microseconds (naive values are UTC, as SQLite returns them)."""
+    return naive_utc(value).isoformat(timespec="microseconds") + "Z"
+
+
+def naive_utc(value: datetime) -> datetime:
+    """The same instant as a naive UTC datetime (naive values are taken as UTC already)."""
+    if value.tzinfo is None:
+        return value
+    return (value if value.tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None)
+
+
+def canonical_content(record: Any) -> bytes:
+    """The exact bytes a record's hash covers: every field but `seq` and `hash`, as sorted JSON."""
+    content = {name: getattr(record, name) for name in HASHED_FIELDS}
+    content["timestamp"] = timestamp_text(record.timestamp)
+    for name in OPTIONAL_HASHED_FIELDS:
+        value = getattr(record, name, None)
+        if value is not None:
+            content[name] = value
+    return _CANONICAL_JSON.encode(content).encode()
+
+
+def record_hash(record: Any) -> str:
+    """SHA-256 over the canonical content, which includes the previous record's hash."""
+    return hashlib.sha256(canonical_content(record)).hexdigest()
+
+
+def link(entries: Sequence[AuditEntry], tail: ChainTail) -> list[ChainedRecord]:
+    """Records for `entries`, numbered and chained in order right after `tail`."""
+    records = []
+    seq, prev = tail.seq, tail.hash
+    for entry in entries:
+        seq += 1
+        record = ChainedRecord(
+            seq=seq, record_id=uuid.uuid4().hex, kind=entry.kind, decision_id=entry.decision_id,
+            call_id=entry.call_id, agent_id=entry.agent_id, session_id=entry.session_id, tool=entry.tool,
+            allow=entry.allow, reasons=list(entry.reasons), path=entry.path, input=entry.input,
+            result=entry.result, policy_revision=entry.policy_revision, timestamp=utcnow(), risk=entry.risk,
+            metrics=entry.metrics, prev_hash=prev, hash="",
+        )
+        record.hash = prev = record_hash(record)
+        records.append(record)
+    return records

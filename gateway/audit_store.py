@@ -1,0 +1,78 @@
+"""Where the chain lives: its tables, the chain lock, reading its tail, and inserting records fast."""
+
+import json
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from gateway.audit_chain import GENESIS_HASH, ChainedRecord, ChainTail, naive_utc
+from gateway.models import AuditCheckpoint, AuditRecord
+
+RECORDS = AuditRecord.__table__  # type: ignore[attr-defined]
+CHECKPOINTS = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+COLUMN_NAMES = tuple(column.name for column in RECORDS.columns)
+JSON_COLUMNS = ("reasons", "input", "result", "metrics")
+ROWS_PER_STATEMENT = 500
+PG_LOCK_TIMEOUT = "30s"
+_COLUMN_VALUES = operator.attrgetter(*COLUMN_NAMES)
+_JSON_INDEXES = tuple(COLUMN_NAMES.index(name) for name in JSON_COLUMNS)
+_TIMESTAMP_INDEX = COLUMN_NAMES.index("timestamp")
+
+
+def insert_records(connection: Connection, records: Sequence[ChainedRecord]) -> None:
+    """Insert the records with few multi-row statements on the driver, in SQLAlchemy's storage formats (JSON
+    text; on SQLite, UTC timestamps as text), so a batch costs little beyond its commit."""
+    sqlite = connection.dialect.name == "sqlite"
+    marker = "?" if sqlite else "%s"
+    row_markers = f"({', '.join([marker] * len(COLUMN_NAMES))})"
+    for start in range(0, len(records), ROWS_PER_STATEMENT):
+        chunk = records[start:start + ROWS_PER_STATEMENT]
+        values = ", ".join([row_markers] * len(chunk))
+        connection.exec_driver_sql(f"INSERT INTO audit_records ({', '.join(COLUMN_NAMES)}) VALUES {values}",
+                                   tuple(value for record in chunk for value in _driver_row(record, sqlite)))
+
+
+def _driver_row(record: ChainedRecord, sqlite: bool) -> list[Any]:
+    row = list(_COLUMN_VALUES(record))
+    for index in _JSON_INDEXES:
+        if row[index] is not None:
+            row[index] = json.dumps(row[index])
+    if sqlite:
+        row[_TIMESTAMP_INDEX] = naive_utc(row[_TIMESTAMP_INDEX]).isoformat(" ", "microseconds")
+    return row
+
+
+def lock_chain(connection: Connection) -> None:
+    """Begin the transaction holding the chain's write lock, across every process using this database."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{PG_LOCK_TIMEOUT}'; "
+                                   "LOCK TABLE audit_records IN SHARE ROW EXCLUSIVE MODE")
+
+
+def read_tail(connection: Connection) -> ChainTail:
+    """The chain's last link as stored now (call with the lock held to append after it)."""
+    last = connection.exec_driver_sql("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").first()
+    if last is not None:
+        return ChainTail(last[0], last[1])
+    anchor = connection.execute(
+        select(CHECKPOINTS.c.seq, CHECKPOINTS.c.hash).where(CHECKPOINTS.c.reason == "prune")
+        .order_by(CHECKPOINTS.c.seq.desc()).limit(1)
+    ).first()
+    return ChainTail(anchor.seq, anchor.hash) if anchor is not None else ChainTail(0, GENESIS_HASH)
+
+
+def chain_length(connection: Connection, through_seq: int) -> int:
+    """How many records the chain holds from genesis through `through_seq`, pruned ones included."""
+    last = connection.execute(
+        select(CHECKPOINTS.c.seq, CHECKPOINTS.c.count).where(CHECKPOINTS.c.seq <= through_seq)
+        .order_by(CHECKPOINTS.c.seq.desc(), CHECKPOINTS.c.id.desc()).limit(1)
+    ).first()
+    since, base = (last.seq, last.count) if last is not None else (0, 0)
+    added = connection.execute(
+        select(func.count()).select_from(RECORDS).where(RECORDS.c.seq > since, RECORDS.c.seq <= through_seq)
+    ).scalar_one()
+    return base + added

@@ -1,0 +1,277 @@
+"""Group commit: one thread turns concurrent appends into few transactions, in order, and never drops one."""
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy import Connection, Engine
+
+from gateway.audit_chain import AuditEntry, AuditStoreError, ChainedRecord, ChainTail, link
+from gateway.audit_checkpoints import (
+    CheckpointPolicy,
+    CheckpointSigner,
+    checkpoint_due,
+    last_checkpoint,
+    write_checkpoint,
+)
+from gateway.audit_store import insert_records, lock_chain, read_tail
+from gateway.models import utcnow
+
+log = structlog.get_logger()
+
+Outcome = list[ChainedRecord] | AuditStoreError
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """Bounds of the writer: queued appends before callers wait, records per transaction, how long to wait."""
+
+    queue_size: int = 1024
+    max_batch: int = 1000
+    commit_timeout_s: float = 30.0
+    checkpoints: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+
+
+@dataclass
+class WriterStats:
+    """What the writer did: transactions committed, records and checkpoints written, the largest batch."""
+
+    transactions: int = 0
+    records: int = 0
+    checkpoints: int = 0
+    largest_batch: int = 0
+
+
+@dataclass
+class _Pending:
+    """One append and whoever waits for it: a thread (`future`) or a coroutine on `loop` (`waiter`)."""
+
+    entries: list[AuditEntry]
+    future: Future[list[ChainedRecord]] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future[list[ChainedRecord]] | None = None
+
+
+class GroupCommitWriter:
+    """Commits queued appends in batches: one transaction (and one fsync) for everything waiting. Coroutines
+    waiting on one event loop are woken together, once per batch."""
+
+    def __init__(self, engine: Engine, signer: CheckpointSigner | None, config: WriterConfig) -> None:
+        self._engine = engine
+        self._signer = signer
+        self._config = config
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(config.queue_size)
+        self._thread: threading.Thread | None = None
+        self._state = threading.Lock()
+        self._closed = False
+        self._started_at = utcnow()
+        self._in_progress = 0
+        self._connection: Connection | None = None
+        self.stats = WriterStats()
+
+    @property
+    def queued(self) -> int:
+        """Appends waiting for the writer."""
+        return self._queue.qsize()
+
+    @property
+    def in_progress(self) -> int:
+        """Appends in the transaction being committed now."""
+        return self._in_progress
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent); raise AuditStoreError once closed."""
+        with self._state:
+            if self._closed:
+                raise AuditStoreError("the audit writer is closed; nothing more can be recorded")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+
+    def append(self, entries: Sequence[AuditEntry]) -> list[ChainedRecord]:
+        """Queue one append and wait until it is committed; while the queue is full, wait (back-pressure)."""
+        pending = _Pending(list(entries), future=Future())
+        self._offer(pending, block=True)
+        try:
+            return pending.future.result(timeout=self._config.commit_timeout_s)  # type: ignore[union-attr]
+        except TimeoutError as exc:
+            raise self._late() from exc
+
+    async def append_async(self, entries: Sequence[AuditEntry]) -> list[ChainedRecord]:
+        """`append` for a coroutine: waits on its event loop, and in a thread only while the queue is full."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(list(entries), loop=loop, waiter=loop.create_future())
+        if not self._offer(pending, block=False):
+            await asyncio.to_thread(self._offer, pending, True)
+        try:
+            async with asyncio.timeout(self._config.commit_timeout_s):
+                return await pending.waiter  # type: ignore[misc]
+        except TimeoutError as exc:
+            raise self._late() from exc
+
+    def _offer(self, pending: _Pending, block: bool) -> bool:
+        if self._thread is None or self._closed:
+            self.start()
+        try:
+            self._queue.put(pending, block=block, timeout=self._config.commit_timeout_s if block else None)
+        except queue.Full as exc:
+            if not block:
+                return False
+            raise AuditStoreError(f"the audit queue stayed full for {self._config.commit_timeout_s:g}s; "
+                                  "the store is too slow or unreachable") from exc
+        return True
+
+    def _late(self) -> AuditStoreError:
+        return AuditStoreError(f"the audit store did not commit within {self._config.commit_timeout_s:g}s")
+
+    def close(self) -> None:
+        """Commit everything queued, sign a final checkpoint, stop the thread; later appends fail."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+        late = []
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if pending is not None:
+                late.append(pending)
+        closed = AuditStoreError("the audit writer closed before this was recorded")
+        _settle(late, [closed] * len(late))
+
+    def _run(self) -> None:
+        idle_wait = self._config.checkpoints.interval_s / 2 if self._signer else None
+        while True:
+            try:
+                first = self._queue.get(timeout=idle_wait)
+            except queue.Empty:
+                self._checkpoint_if_due("periodic")
+                continue
+            if first is None:
+                break
+            batch, stop = self._gather(first)
+            self._in_progress = len(batch)
+            _settle(batch, self._commit(batch))
+            self._in_progress = 0
+            if stop:
+                break
+        self._drop_connection()
+        self._checkpoint_if_due("shutdown", force=True)
+
+    def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        batch, size = [first], len(first.entries)
+        while size < self._config.max_batch:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+            size += len(more.entries)
+        return batch, False
+
+    def _commit(self, batch: list[_Pending]) -> list[Outcome]:
+        """One transaction for the batch; if it fails, one per append, so a bad append fails alone."""
+        try:
+            records = self._write([entry for pending in batch for entry in pending.entries])
+        except Exception as exc:
+            if len(batch) > 1:
+                return [outcome for pending in batch for outcome in self._commit([pending])]
+            log.error("audit commit failed", error=str(exc))
+            return [AuditStoreError(f"audit store could not commit: {exc}")]
+        outcomes: list[Outcome] = []
+        start = 0
+        for pending in batch:
+            outcomes.append(records[start:start + len(pending.entries)])
+            start += len(pending.entries)
+        return outcomes
+
+    def _write(self, entries: list[AuditEntry]) -> list[ChainedRecord]:
+        """One transaction on the writer's own connection (kept between batches; replaced after any error)."""
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        connection = self._connection
+        try:
+            lock_chain(connection)
+            records = link(entries, read_tail(connection))
+            if records:
+                insert_records(connection, records)
+                tail = ChainTail(records[-1].seq, records[-1].hash)
+                if self._signer and checkpoint_due(last_checkpoint(connection), tail, self._config.checkpoints,
+                                                   self._started_at):
+                    write_checkpoint(connection, self._signer, tail, "periodic")
+                    self.stats.checkpoints += 1
+            connection.commit()
+        except BaseException:
+            self._drop_connection()
+            raise
+        self.stats.transactions += 1
+        self.stats.records += len(records)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(records))
+        return records
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+
+    def _checkpoint_if_due(self, reason: str, force: bool = False) -> None:
+        if self._signer is None:
+            return
+        policy = CheckpointPolicy(every=1) if force else self._config.checkpoints
+        try:
+            with self._engine.connect() as connection:
+                if not checkpoint_due(last_checkpoint(connection), read_tail(connection), policy, self._started_at):
+                    return
+                connection.rollback()
+                lock_chain(connection)
+                tail = read_tail(connection)
+                if checkpoint_due(last_checkpoint(connection), tail, policy, self._started_at):
+                    write_checkpoint(connection, self._signer, tail, reason)
+                    self.stats.checkpoints += 1
+                connection.commit()
+        except Exception as exc:
+            log.error("audit checkpoint failed", reason=reason, error=str(exc))
+
+
+def _settle(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+    """Hand each append its outcome: threads directly, coroutines with one wake-up per event loop."""
+    deliveries: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[ChainedRecord]], Outcome]]] = {}
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if pending.loop is not None and pending.waiter is not None:
+            deliveries.setdefault(pending.loop, []).append((pending.waiter, outcome))
+            continue
+        if pending.future is None:
+            continue
+        with contextlib.suppress(InvalidStateError):
+            if isinstance(outcome, AuditStoreError):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+    for loop, items in deliveries.items():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list[tuple[asyncio.Future[list[ChainedRecord]], Outcome]]) -> None:
+    """On the waiters' event loop: complete every waiter that has not given up (timed out or cancelled)."""
+    for waiter, outcome in items:
+        if waiter.done():
+            continue
+        if isinstance(outcome, AuditStoreError):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)

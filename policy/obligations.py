@@ -1,0 +1,65 @@
+"""Obligations a policy attaches to an allowed call, and the check that the gateway understands every one.
+
+An obligation the gateway does not know is refused (the decision becomes a deny), like an unknown
+critical extension: a policy must never believe it constrained a call that then ran unconstrained.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResourceLimits(_Strict):
+    """Per-call resource limits for the sandbox (None keeps the gateway's default)."""
+
+    memory_mb: int | None = Field(default=None, gt=0)
+    cpus: float | None = Field(default=None, gt=0)
+    pids: int | None = Field(default=None, gt=0)
+    max_output_bytes: int | None = Field(default=None, gt=0)
+
+
+class Egress(_Strict):
+    """Destinations (host or host:port) the call's sandbox may reach through the egress proxy."""
+
+    allow: list[str] = Field(default_factory=list)
+
+
+class ApprovalRequirement(_Strict):
+    """The call must be approved by a human before it runs; the approval expires after `ttl_s`."""
+
+    reason: str = Field(min_length=1)
+    ttl_s: int = Field(default=900, gt=0, le=86400)
+
+
+class Obligations(_Strict):
+    """Everything a decision may oblige the gateway to do for an allowed call."""
+
+    max_timeout_s: float | None = Field(default=None, gt=0)
+    runtime: str | None = Field(default=None, min_length=1)
+    limits: ResourceLimits | None = None
+    egress: Egress | None = None
+    redact: list[str] = Field(default_factory=list)
+    require_approval: ApprovalRequirement | None = None
+
+
+KNOWN = sorted(Obligations.model_fields)
+
+
+class ObligationsError(ValueError):
+    """The obligations document is not one the gateway understands."""
+
+
+def parse_obligations(document: dict[str, Any]) -> Obligations:
+    """The typed obligations, or ObligationsError naming the first field that is wrong or unknown."""
+    try:
+        return Obligations.model_validate(document)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "obligations"
+        if error["type"] == "extra_forbidden":
+            raise ObligationsError(f"unknown obligation {where!r} (known: {', '.join(KNOWN)})") from exc
+        raise ObligationsError(f"obligation {where}: {error['msg']}") from exc

@@ -1,0 +1,261 @@
+"""Custom tools: registration, versions, argv templating without a shell, files, and the same pipeline."""
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from gateway.custom_tools import CommandTemplate, ToolDefinitionError
+from gateway.tool_catalog import ToolCatalog
+from policy.bundle import default_bundle_dir
+from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
+
+PAY_SCRIPT = """import json, os, sys
+print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd()}))
+"""
+PAY_TOOL = {
+    "name": "billing.send_money",
+    "description": "Send money to a recipient.",
+    "input_schema": {"type": "object", "required": ["recipient", "amount"], "additionalProperties": False,
+                     "properties": {"recipient": {"type": "string", "maxLength": 200},
+                                    "amount": {"type": "number", "exclusiveMinimum": 0},
+                                    "memo": {"type": "string", "default": "none"}}},
+    "command": ["python3", "tools/pay.py", "--to", "{recipient}", "--amount", "{amount}", "--memo={memo}"],
+    "risk": "high",
+    "limits": {"timeout_s": 20},
+    "files": {"tools/pay.py": PAY_SCRIPT},
+}
+ECHO_TOOL = {
+    "name": "util.echo_args",
+    "description": "Print the argument object and a count.",
+    "input_schema": {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"},
+                                                                        "tags": {"type": "array"}}},
+    "command": ["python3", "-c", "import sys; print(sys.argv[1]); print(sys.argv[2])", "{args_json}", "n={n}"],
+    "risk": "low",
+}
+INJECTIONS = ["; rm -rf /", "$(id)", "`id`", "a' || touch /workspace/pwned #", "x\ny && id", "--amount=0"]
+
+
+@pytest.fixture(scope="module")
+def tools_gateway(detector_checkpoint: Path, sandbox_image: str) -> Iterator[RunningGateway]:
+    """A gateway whose policy grants the custom tools to the role `payments` (a copy of the default bundle)."""
+    policy_dir = Path(tempfile_short("pol")) / "bundle"
+    shutil.copytree(default_bundle_dir(), policy_dir)
+    data_path = policy_dir / "data.json"
+    data = json.loads(data_path.read_text())
+    data["bastion"]["config"]["roles"]["payments"] = {
+        "tools": ["billing.send_money", "util.echo_args", "fs.list"], "max_timeout_s": 30}
+    data_path.write_text(json.dumps(data))
+    running = serve_gateway(gateway_settings(Path(tempfile_short("ct")), detector_checkpoint, sandbox_image,
+                                             policy_dir=policy_dir))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(tools_gateway: RunningGateway) -> Iterator[httpx.Client]:
+    """An HTTP client of the custom-tools gateway."""
+    with httpx.Client(base_url=tools_gateway.url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def registered(client: httpx.Client, tools_gateway: RunningGateway) -> dict[str, dict]:
+    """Both custom tools, registered once."""
+    answers = {}
+    for tool in (PAY_TOOL, ECHO_TOOL):
+        response = client.post("/v1/tools", json=tool, headers=tools_gateway.admin)
+        assert response.status_code == 201, response.text
+        answers[tool["name"]] = response.json()
+    return answers
+
+
+def _agent(client: httpx.Client, gw: RunningGateway, *roles: str) -> dict[str, str]:
+    response = client.post("/v1/agents", json={"name": "ct", "roles": list(roles)}, headers=gw.admin)
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['api_key']}"}
+
+
+def _session(client: httpx.Client, headers: dict[str, str]) -> str:
+    response = client.post("/v1/sessions", headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()["session_id"]
+
+
+def _call(client: httpx.Client, headers: dict[str, str], sid: str, tool: str, args: dict) -> httpx.Response:
+    return client.post(f"/v1/sessions/{sid}/calls", json={"tool": tool, "args": args}, headers=headers)
+
+
+def test_template_keeps_every_argument_one_literal_argv_element() -> None:
+    template = CommandTemplate.parse(["pay", "--to", "{to}", "--n={n}", "{args_json}", "{{literal}}"])
+    argv = template.render({"to": "; rm -rf / $(id)", "n": {"a": [1, 2]}})
+    assert argv == ["pay", "--to", "; rm -rf / $(id)", '--n={"a":[1,2]}', '{"n":{"a":[1,2]},"to":"; rm -rf / $(id)"}',
+                    "{literal}"]
+
+
+@pytest.mark.parametrize("command, complaint", [
+    (["{prog}", "x"], "program"),
+    (["pay", "{to.__class__}"], "plain argument names"),
+    (["pay", "{to!r}"], "plain argument names"),
+    (["pay", "{to:>10}"], "plain argument names"),
+    (["pay", "{to"], "literal brace"),
+    ([], "1 to 64"),
+])
+def test_template_refuses_anything_but_plain_placeholders(command: list[str], complaint: str) -> None:
+    with pytest.raises(ToolDefinitionError, match=complaint):
+        CommandTemplate.parse(command)
+
+
+def test_registered_tool_is_listed_with_its_version(client: httpx.Client, registered: dict[str, dict],
+                                                    tools_gateway: RunningGateway) -> None:
+    pay = registered["billing.send_money"]
+    assert pay["version"] == "1" and pay["custom"] is True and pay["risk"] == "high"
+    assert pay["files"] == ["tools/pay.py"] and pay["limits"]["timeout_s"] == 20
+    agent = _agent(client, tools_gateway, "payments")
+    listed = {t["name"]: t for t in client.get("/v1/tools", headers=agent).json()["tools"]}
+    assert listed["billing.send_money"]["input_schema"] == PAY_TOOL["input_schema"]
+    assert "shell.run" in listed and listed["shell.run"]["custom"] is False
+
+
+def test_injection_attempts_arrive_as_literal_argv(client: httpx.Client, registered: dict[str, dict],
+                                                   tools_gateway: RunningGateway) -> None:
+    agent = _agent(client, tools_gateway, "payments")
+    sid = _session(client, agent)
+    for attempt in INJECTIONS:
+        response = _call(client, agent, sid, "billing.send_money", {"recipient": attempt, "amount": 12.5})
+        assert response.status_code == 200, response.text
+        printed = json.loads(response.json()["result"]["stdout"])
+        assert printed == {"argv": ["--to", attempt, "--amount", "12.5", "--memo=none"], "cwd": "/workspace"}
+    listing = _call(client, agent, sid, "fs.list", {"path": "."})
+    assert sorted(e["name"] for e in listing.json()["result"]["data"]["entries"]) == ["tools"]
+
+
+def test_args_json_and_non_string_values_are_json_encoded(client: httpx.Client, registered: dict[str, dict],
+                                                          tools_gateway: RunningGateway) -> None:
+    agent = _agent(client, tools_gateway, "payments")
+    sid = _session(client, agent)
+    response = _call(client, agent, sid, "util.echo_args", {"n": 3, "tags": ["a b", "$(c)"]})
+    assert response.status_code == 200, response.text
+    whole, count = response.json()["result"]["stdout"].splitlines()
+    assert json.loads(whole) == {"n": 3, "tags": ["a b", "$(c)"]} and count == "n=3"
+
+
+def test_arguments_are_checked_against_the_schema_and_argv_rules(client: httpx.Client, registered: dict[str, dict],
+                                                                 tools_gateway: RunningGateway) -> None:
+    agent = _agent(client, tools_gateway, "payments")
+    sid = _session(client, agent)
+    missing = _call(client, agent, sid, "billing.send_money", {"recipient": "bob"})
+    assert missing.status_code == 422 and missing.json()["type"].endswith("/invalid-arguments")
+    nul = _call(client, agent, sid, "billing.send_money", {"recipient": "bo\u0000b", "amount": 1})
+    assert nul.status_code == 422
+    assert nul.json()["errors"] == [{"field": "args.recipient",
+                                     "message": "must not contain a NUL character (argv cannot carry one)"}]
+
+
+def test_policy_decides_custom_tools_and_sees_name_version_and_risk(client: httpx.Client,
+                                                                    registered: dict[str, dict],
+                                                                    tools_gateway: RunningGateway) -> None:
+    developer = _agent(client, tools_gateway, "developer")
+    denied = _call(client, developer, _session(client, developer), "billing.send_money",
+                   {"recipient": "bob", "amount": 1})
+    assert denied.status_code == 403
+    assert any("billing.send_money" in reason and "not granted" in reason for reason in denied.json()["reasons"])
+    payer = _agent(client, tools_gateway, "payments")
+    allowed = _call(client, payer, _session(client, payer), "billing.send_money", {"recipient": "bob", "amount": 2})
+    assert allowed.status_code == 200, allowed.text
+    records = client.get("/v1/audit", params={"call_id": allowed.json()["call_id"]},
+                         headers=tools_gateway.admin).json()["records"]
+    decision = next(r for r in records if r["kind"] == "decision")
+    assert decision["input"]["tool"] == {"name": "billing.send_money", "version": "1", "risk": "high",
+                                         "network": False}
+    assert [r["kind"] for r in records] == ["decision", "result"]
+
+
+def test_reregistering_bumps_the_version_and_keeps_the_history(client: httpx.Client, registered: dict[str, dict],
+                                                                tools_gateway: RunningGateway) -> None:
+    changed = {**ECHO_TOOL, "description": "Print the arguments (v2).",
+               "command": ["python3", "-c", "import sys; print('v2', sys.argv[1])", "{n}"]}
+    second = client.post("/v1/tools", json=changed, headers=tools_gateway.admin)
+    assert second.status_code == 201 and second.json()["version"] == "2" and second.json()["versions"] == ["1", "2"]
+    agent = _agent(client, tools_gateway, "payments")
+    ran = _call(client, agent, _session(client, agent), "util.echo_args", {"n": 7})
+    assert ran.json()["result"]["stdout"] == "v2 7\n"
+    history = client.get("/v1/tools/util.echo_args/versions", headers=tools_gateway.admin).json()
+    assert [(v["version"], v["description"]) for v in history["versions"]] == [
+        ("1", ECHO_TOOL["description"]), ("2", "Print the arguments (v2).")]
+    assert client.get("/v1/tools/util.echo_args/versions", headers=agent).status_code == 403
+
+
+def test_tool_files_are_rewritten_before_each_call(client: httpx.Client, registered: dict[str, dict],
+                                                   tools_gateway: RunningGateway) -> None:
+    agent = _agent(client, tools_gateway, "payments", "developer")
+    sid = _session(client, agent)
+    tampered = _call(client, agent, sid, "fs.write", {"path": "tools/pay.py", "content": "print('tampered')"})
+    assert tampered.status_code == 200
+    paid = _call(client, agent, sid, "billing.send_money", {"recipient": "bob", "amount": 3})
+    assert json.loads(paid.json()["result"]["stdout"])["argv"][:2] == ["--to", "bob"]
+
+
+@pytest.mark.parametrize("change, kind, text", [
+    ({"name": "shell.run"}, "builtin-tool", "built-in"),
+    ({"name": "Bad Name"}, "invalid-tool-definition", "lowercase"),
+    ({"command": ["{recipient}", "x"]}, "invalid-tool-definition", "program"),
+    ({"command": ["pay", "{nobody}"]}, "invalid-tool-definition", "not a property"),
+    ({"command": ["pay", "{memo}", "{amount}", "{recipient}", "{x.y}"]}, "invalid-tool-definition", "plain"),
+    ({"input_schema": {"type": "array"}}, "invalid-tool-definition", "object"),
+    ({"input_schema": {"type": "object", "properties": {"a": {"type": 5}}}}, "invalid-tool-definition", "JSON Schema"),
+    ({"files": {"../escape.py": "x"}}, "invalid-tool-definition", "relative path"),
+    ({"files": {"/etc/x": "x"}}, "invalid-tool-definition", "relative path"),
+    ({"risk": "extreme"}, "invalid-request", "risk"),
+    ({"egress": ["not a host"]}, "invalid-request", "host"),
+])
+def test_bad_definitions_get_specific_problems(client: httpx.Client, tools_gateway: RunningGateway,
+                                               change: dict, kind: str, text: str) -> None:
+    response = client.post("/v1/tools", json={**PAY_TOOL, **change}, headers=tools_gateway.admin)
+    assert response.status_code in {409, 422}, response.text
+    assert response.json()["type"].endswith(f"/{kind}") and text in response.json()["detail"]
+
+
+def test_only_admins_register_and_retire_tools(client: httpx.Client, registered: dict[str, dict],
+                                               tools_gateway: RunningGateway) -> None:
+    agent = _agent(client, tools_gateway, "payments")
+    assert client.post("/v1/tools", json={**ECHO_TOOL, "name": "x.y"}, headers=agent).status_code == 403
+    temp = client.post("/v1/tools", json={**ECHO_TOOL, "name": "util.temp"}, headers=tools_gateway.admin)
+    assert temp.status_code == 201
+    assert client.delete("/v1/tools/util.temp", headers=agent).status_code == 403
+    assert client.delete("/v1/tools/util.temp", headers=tools_gateway.admin).status_code == 204
+    assert client.get("/v1/tools/util.temp", headers=agent).status_code == 404
+    gone = _call(client, agent, _session(client, agent), "util.temp", {"n": 1})
+    assert gone.status_code == 422 and gone.json()["type"].endswith("/unknown-tool")
+    assert client.delete("/v1/tools/shell.run", headers=tools_gateway.admin).status_code == 404
+
+
+def test_custom_tools_are_persisted_and_reloaded(registered: dict[str, dict],
+                                                tools_gateway: RunningGateway) -> None:
+    reloaded = ToolCatalog(tools_gateway.gateway.engine, default_timeout_s=10.0)
+    assert reloaded.load() >= 2
+    pay = reloaded.tools["billing.send_money"]
+    assert pay.version == "1" and pay.risk == "high" and pay.timeout_s == 20
+    assert pay.to_request({"recipient": "$(id)", "amount": 1}, 20, 1000).argv == [
+        "python3", "tools/pay.py", "--to", "$(id)", "--amount", "1", "--memo=none"]
+
+
+async def test_mcp_lists_and_calls_custom_tools_by_policy(client: httpx.Client, registered: dict[str, dict],
+                                                          tools_gateway: RunningGateway) -> None:
+    payer, developer = _agent(client, tools_gateway, "payments"), _agent(client, tools_gateway, "developer")
+    async with (httpx2.AsyncClient(headers=payer, timeout=60) as http,
+                Client(streamable_http_client(f"{tools_gateway.url}/mcp", http_client=http)) as mcp):
+        listed = {tool.name: tool for tool in (await mcp.list_tools()).tools}
+        assert {"billing.send_money", "util.echo_args", "fs.list"} <= set(listed) and "shell.run" not in listed
+        assert listed["billing.send_money"].meta == {"bastion/version": "1", "bastion/risk": "high"}
+        paid = await mcp.call_tool("billing.send_money", {"recipient": "$(id)", "amount": 5})
+    assert json.loads(paid.content[0].text)["argv"] == ["--to", "$(id)", "--amount", "5", "--memo=none"]
+    async with (httpx2.AsyncClient(headers=developer, timeout=60) as http,
+                Client(streamable_http_client(f"{tools_gateway.url}/mcp", http_client=http)) as mcp):
+        assert "billing.send_money" not in {tool.name for tool in (await mcp.list_tools()).tools}

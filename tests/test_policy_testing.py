@@ -1,0 +1,156 @@
+"""Policy unit tests (`*_test.rego`, like `opa test`), upload validation, explanations and diffs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from policy.bundle import default_bundle_dir, load_default_bundle
+from policy.diff import bundle_diff
+from policy.errors import PolicyBundleError, PolicyCompileError
+from policy.explain import explain
+from policy.rego_source import top_level_rules, with_input_terms
+from policy.testing import run_policy_tests
+from policy.validation import read_directory, read_upload, validate
+from tests.test_policy_rules import call
+
+REPRO_P = "package p\n\nimport rego.v1\n\nd if input.u == 1\n\nallow if d\n"
+REPRO_TESTS = """package p_test
+
+import rego.v1
+
+import data.p
+
+test_allow if p.allow with input as {"u": 1}
+
+test_deny if not p.allow with input as {"u": 2}
+
+test_two_inputs if {
+	p.allow with input as {"u": 1}
+	not p.allow with input as {"u": 2}
+}
+
+test_wrong if p.allow with input as {"u": 3}
+
+test_plain if 1 + 1 == 2
+"""
+
+
+def outcomes(results: list) -> dict[str, tuple[bool, str | None]]:
+    return {result.name.rsplit(".", 1)[1]: (result.passed, result.error) for result in results}
+
+
+def test_the_issue_repro_runs_input_lifted_and_a_crashing_test_fails_alone() -> None:
+    results = run_policy_tests({"p.rego": REPRO_P}, {"p_test.rego": REPRO_TESTS}, {})
+    by_name = outcomes(results)
+    assert by_name["test_allow"] == (True, None)
+    assert by_name["test_deny"] == (True, None)
+    assert by_name["test_plain"] == (True, None)
+    assert by_name["test_wrong"] == (False, "the test rule is undefined (some expression in it was false)")
+    passed, error = by_name["test_two_inputs"]
+    assert not passed and error is not None and "evaluator crashed (SIGABRT)" in error
+    lifted = {result.name.rsplit(".", 1)[1]: result.input_lifted for result in results}
+    assert lifted == {"test_allow": True, "test_deny": True, "test_two_inputs": False, "test_wrong": True,
+                      "test_plain": False}
+    assert [(r.file, r.line) for r in results if r.name.endswith("test_wrong")] == [("p_test.rego", 16)]
+
+
+def test_the_default_library_ships_passing_tests() -> None:
+    upload = read_upload(*read_directory(default_bundle_dir()))
+    assert "library_test.rego" in upload.tests
+    results = run_policy_tests(upload.bundle.modules, upload.tests, upload.bundle.data)
+    assert len(results) >= 8
+    assert [(r.name, r.error) for r in results if not r.passed] == []
+
+
+def test_a_test_module_that_does_not_compile_is_a_located_error() -> None:
+    broken = "package p_test\n\nimport rego.v1\n\ntest_x if {\n\t1 == 1\n}\n\ntest_y if {\n"
+    with pytest.raises(PolicyCompileError, match=r"p_test\.rego:9:11: this is unclosed"):
+        run_policy_tests({"p.rego": REPRO_P}, {"p_test.rego": broken}, {})
+
+
+def test_validation_accepts_the_default_bundle_and_reports_its_tests() -> None:
+    report = validate(read_upload(*read_directory(default_bundle_dir())))
+    assert report.ok, report.to_json()
+    assert report.revision == load_default_bundle().revision
+    assert report.to_json()["tests"]["passed"] == len(report.tests) >= 8
+
+
+def test_validation_locates_syntax_errors_by_file_line_and_column() -> None:
+    files, data = read_directory(default_bundle_dir())
+    files["extra.rego"] = "package bastion.authz\n\nimport rego.v1\n\ndeny contains msg if {\n"
+    report = validate(read_upload(files, data))
+    assert not report.ok and report.tests == []
+    assert any(e.file == "extra.rego" and e.line == 5 and e.column is not None for e in report.errors), report.errors
+
+
+def test_validation_reports_failing_tests_with_their_location() -> None:
+    files, data = read_directory(default_bundle_dir())
+    files["strict_test.rego"] = ("package bastion.strict_test\n\nimport rego.v1\n\n"
+                                 "test_everything_denied if not data.bastion.authz.decision.allow with input as "
+                                 + json.dumps(call("fs.list", {}).model_dump(mode="json")) + "\n")
+    report = validate(read_upload(files, data))
+    assert not report.ok and report.errors == []
+    assert [(t.name, t.file, t.line) for t in report.failed_tests] == [
+        ("data.bastion.strict_test.test_everything_denied", "strict_test.rego", 5)]
+
+
+def test_validation_checks_the_config_schema_and_reserved_data() -> None:
+    files, data = read_directory(default_bundle_dir())
+    assert data is not None
+    data["bastion"]["config"]["roles"]["reader"]["max_timeout_s"] = "thirty"
+    data["bastion"]["revocations"] = {}
+    report = validate(read_upload(files, data))
+    texts = [str(error) for error in report.errors]
+    assert "data.json: data.bastion.config.roles.reader.max_timeout_s: 'thirty' is not of type 'number'" in texts
+    assert any("data.bastion.revocations is written by the gateway" in text for text in texts)
+
+
+def test_validation_refuses_a_policy_that_cannot_decide_the_sample_call() -> None:
+    undefined = 'package bastion.authz\n\nimport rego.v1\n\ndecision := {"allow": true} if false\n'
+    report = validate(read_upload({"authz.rego": undefined}, None))
+    assert [str(e) for e in report.errors] == [
+        "policy compiled but cannot decide a sample shell.run call: the decision is undefined"]
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({}, "no files"),
+    ({"../escape.rego": "package x"}, "not a relative file name"),
+    ({"/abs.rego": "package x"}, "not a relative file name"),
+    ({"notes.txt": "hi", "a.rego": "package x"}, "only .rego files and data.json"),
+    ({"a_test.rego": "package x"}, "no policy modules"),
+    ({"a.rego": "package x", "data.json": "[1]"}, "must hold a JSON object"),
+    ({"a.rego": "package x", "data.json": "{nope"}, r"data.json:1:2: not valid JSON"),
+])
+def test_uploads_with_bad_files_say_what_is_wrong(files: dict[str, str], message: str) -> None:
+    with pytest.raises(PolicyBundleError, match=message):
+        read_upload(files, None)
+
+
+def test_explanations_name_the_rules_behind_each_reason() -> None:
+    document = call("fs.read", {"path": "../etc/shadow"}, roles=("nobody",)).model_dump(mode="json")
+    explanation = explain(load_default_bundle(), {"agents": {"agent-1": {"reason": "leak"}}}, document)
+    sources = {reason: [str(s) for s in rules] for reason, rules in explanation.sources.items()}
+    assert explanation.decision.reasons[0] == "revoked"
+    assert sources == {
+        'agent "agent-1" is revoked: leak': ["revocations.rego:7 (revoked)"],
+        'path "../etc/shadow" has a ".." segment; paths must stay inside /workspace': ["workspace.rego:35 (deny)"],
+        'tool "fs.read" is not granted to roles ["nobody"]': ["grants.rego:13 (deny)"],
+    }
+    assert explanation.to_json()["reasons"][0] == {"reason": "revoked", "rules": []}
+
+
+def test_with_input_terms_are_read_whole() -> None:
+    text = 'x if f(1) with input as {"a": "}", "b": [1, {"c": 2}]} with data.d as 3\ny if z with input as make("a(")'
+    assert [term for _, _, term in with_input_terms(text)] == ['{"a": "}", "b": [1, {"c": 2}]}', 'make("a(")']
+    preamble, rules = top_level_rules("package p\n\nimport rego.v1\n\n# c\nr if {\n\t1 == 1\n}\n\ns := 2\n")
+    assert preamble.startswith("package p") and [(r.name, r.line) for r in rules] == [("r", 6), ("s", 10)]
+
+
+def test_diffs_show_changed_files_and_data_only(tmp_path: Path) -> None:
+    diffs = bundle_diff({"a.rego": "x := 1\n", "same.rego": "s\n"}, {"k": 1},
+                        {"a.rego": "x := 2\n", "same.rego": "s\n", "new.rego": "n\n"}, {"k": 2}, "v1", "v2")
+    assert sorted(diffs) == ["a.rego", "data.json", "new.rego"]
+    assert "-x := 1\n+x := 2\n" in diffs["a.rego"]
+    assert diffs["new.rego"].startswith("--- /dev/null\n+++ v2/new.rego\n")
+    assert '-  "k": 1\n+  "k": 2\n' in diffs["data.json"]
