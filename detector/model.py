@@ -1,5 +1,8 @@
 """The GRU sequence model: predicts each event of a session from the events before it."""
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -59,6 +62,21 @@ def _per_part(values: dict[str, float], default: float) -> list[float]:
 def pick_device() -> torch.device:
     """CUDA when torch can use it, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def single_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run a model this small on one CPU thread: its many small operations only contend with more threads
+    (milliseconds each on a busy machine). Nothing changes on a GPU."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _split(vectors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

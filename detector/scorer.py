@@ -12,7 +12,7 @@ from torch import Tensor
 from detector.checkpoint import Checkpoint
 from detector.explain import describe
 from detector.features import VECTOR_NAMES, VECTOR_SIZE, event_gap, event_matrix
-from detector.model import CONTRIBUTION_NAMES, pick_device
+from detector.model import CONTRIBUTION_NAMES, pick_device, single_cpu_thread
 from detector.types import ACTIONS, Action, Event, Verdict
 
 ACTION_RANK: dict[Action, int] = {action: rank for rank, action in enumerate(ACTIONS)}
@@ -161,9 +161,10 @@ class Detector:
                 gaps.append(event_gap(event, state.last_timestamp))
                 slots.append(state.slot)
                 state.last_timestamp = event.timestamp
-            vectors = event_matrix(events, gaps).to(self.device)
-            batch = self._score_slots(torch.tensor(slots, device=self.device), vectors)
-            verdicts = self._verdicts(events, batch)
+            with single_cpu_thread(self.device):
+                vectors = event_matrix(events, gaps).to(self.device)
+                batch = self._score_slots(torch.tensor(slots, device=self.device), vectors)
+                verdicts = self._verdicts(events, batch)
             self._drop_forgotten()
             return verdicts
 
@@ -182,7 +183,7 @@ class Detector:
 
     def score_slots(self, slots: Tensor, vectors: Tensor) -> BatchScores:
         """Score featurized events of the sessions holding `slots` (from `slots_for`)."""
-        with self._lock:
+        with self._lock, single_cpu_thread(self.device):
             return self._score_slots(
                 slots.to(self.device), vectors.to(self.device, torch.float32).view(-1, VECTOR_SIZE)
             )

@@ -1,10 +1,8 @@
 """Training the sequence model on normal sessions and calibrating its alerting threshold."""
 
-import contextlib
 import math
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -13,7 +11,7 @@ from torch import Tensor
 
 from detector.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from detector.features import VECTOR_SIZE, event_matrix, session_gaps
-from detector.model import SequenceModel, pick_device
+from detector.model import SequenceModel, pick_device, single_cpu_thread
 from detector.scorer import WARMUP_EVENTS
 from detector.synthetic import TRAIN_PERSONAS, normal_sessions
 from detector.types import Event
@@ -50,24 +48,13 @@ def score_sessions(model: SequenceModel, sessions: list[list[Event]], batch_size
     device = next(model.parameters()).device
     model.eval()
     result: list[list[float]] = []
-    for start in range(0, len(sessions), batch_size):
-        chunk = sessions[start : start + batch_size]
-        vectors, _ = _padded(chunk, device)
-        scores = model.scores(model(vectors), vectors).cpu().tolist()
-        result.extend(row[: len(events)] for row, events in zip(scores, chunk, strict=True))
+    with single_cpu_thread(device):
+        for start in range(0, len(sessions), batch_size):
+            chunk = sessions[start : start + batch_size]
+            vectors, _ = _padded(chunk, device)
+            scores = model.scores(model(vectors), vectors).cpu().tolist()
+            result.extend(row[: len(events)] for row, events in zip(scores, chunk, strict=True))
     return result
-
-
-@contextlib.contextmanager
-def _single_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Train a model this small on one CPU thread: more threads only contend, worst on a busy machine."""
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _fit(model: SequenceModel, sessions: list[list[Event]], epochs: int, batch_size: int, rng: random.Random) -> float:
@@ -139,7 +126,7 @@ def train(
     fit = [sessions[i] for i in order[n_holdout:]]
     device = pick_device()
     model = SequenceModel(hidden_size=hidden_size).to(device)
-    with _single_cpu_thread(device):
+    with single_cpu_thread(device):
         loss_value = _fit(model, fit, epochs, batch_size, rng)
     full = score_sessions(model, holdout)
     rows = [row[WARMUP_EVENTS:] for row in full]

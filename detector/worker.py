@@ -5,7 +5,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
-import torch
 
 from detector.scorer import Detector
 from detector.types import Event, Verdict
@@ -41,12 +40,9 @@ class DetectorWorker:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        """Begin consuming submitted events on the running event loop. On the CPU, torch is held to one
-        intra-op thread: this model's small per-batch operations only contend with more."""
+        """Begin consuming submitted events on the running event loop."""
         if self.running:
             return
-        if self.detector.device.type == "cpu":
-            torch.set_num_threads(1)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="detector-worker")
 
     def submit(self, event: Event) -> asyncio.Future[Verdict | None]:

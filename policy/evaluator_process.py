@@ -35,8 +35,8 @@ class EvaluatorProcess:
     def __init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT,
-                                                                           os.environ.get("PYTHONPATH")]))}
+        # A bare environment: policies can read it (`opa.runtime().env`), and the gateway's holds secrets.
+        env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8", "PYTHONPATH": _PACKAGE_ROOT}
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "policy.evaluator", str(to_child_r), str(from_child_w)],

@@ -44,16 +44,20 @@ INJECTIONS = ["; rm -rf /", "$(id)", "`id`", "a' || touch /workspace/pwned #", "
 
 @pytest.fixture(scope="module")
 def tools_gateway(detector_checkpoint: Path, sandbox_image: str) -> Iterator[RunningGateway]:
-    """A gateway whose policy grants the custom tools to the role `payments` (a copy of the default bundle)."""
+    """A gateway whose policy (a copy of the default bundle) grants the custom tools to the role `payments`.
+
+    Risk gating is off and the detector only monitors: these tests call one high-risk tool many times in a
+    row with odd arguments, on purpose."""
     policy_dir = Path(tempfile_short("pol")) / "bundle"
     shutil.copytree(default_bundle_dir(), policy_dir)
     data_path = policy_dir / "data.json"
     data = json.loads(data_path.read_text())
-    data["bastion"]["config"]["roles"]["payments"] = {
-        "tools": ["billing.send_money", "util.echo_args", "fs.list"], "max_timeout_s": 30}
+    config = data["bastion"]["config"]
+    config["roles"]["payments"] = {"tools": ["billing.send_money", "util.echo_args", "fs.list"], "max_timeout_s": 30}
+    config["risk"] = {"max_score": {}, "approval_score": {}}
     data_path.write_text(json.dumps(data))
     running = serve_gateway(gateway_settings(Path(tempfile_short("ct")), detector_checkpoint, sandbox_image,
-                                             policy_dir=policy_dir))
+                                             policy_dir=policy_dir, detector_mode="monitor"))
     yield running
     running.stop()
 
@@ -125,15 +129,17 @@ def test_registered_tool_is_listed_with_its_version(client: httpx.Client, regist
 
 def test_injection_attempts_arrive_as_literal_argv(client: httpx.Client, registered: dict[str, dict],
                                                    tools_gateway: RunningGateway) -> None:
-    agent = _agent(client, tools_gateway, "payments")
-    sid = _session(client, agent)
     for attempt in INJECTIONS:
+        # A fresh agent each time: the detector rightly raises the risk of an agent that keeps sending
+        # shell metacharacters, and the policy then holds this high-risk tool for approval.
+        agent = _agent(client, tools_gateway, "payments")
+        sid = _session(client, agent)
         response = _call(client, agent, sid, "billing.send_money", {"recipient": attempt, "amount": 12.5})
         assert response.status_code == 200, response.text
         printed = json.loads(response.json()["result"]["stdout"])
         assert printed == {"argv": ["--to", attempt, "--amount", "12.5", "--memo=none"], "cwd": "/workspace"}
-    listing = _call(client, agent, sid, "fs.list", {"path": "."})
-    assert sorted(e["name"] for e in listing.json()["result"]["data"]["entries"]) == ["tools"]
+        listing = _call(client, agent, sid, "fs.list", {"path": "."})
+        assert sorted(e["name"] for e in listing.json()["result"]["data"]["entries"]) == ["tools"]
 
 
 def test_args_json_and_non_string_values_are_json_encoded(client: httpx.Client, registered: dict[str, dict],

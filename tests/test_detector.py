@@ -13,7 +13,7 @@ from detector.features import argument_features
 from detector.model import CONTRIBUTION_NAMES, pick_device
 from detector.scorer import Detector
 from detector.synthetic import ATTACKS, TUNED_ATTACKS, SyntheticSession, attack_sessions, normal_sessions
-from detector.train import score_sessions, train, train_default
+from detector.train import score_sessions, train
 from detector.types import Event, Verdict
 from detector.worker import DetectorWorker
 
@@ -116,11 +116,9 @@ def checkpoint() -> Checkpoint:
 
 
 @pytest.fixture(scope="module")
-def default_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
-    """The checkpoint the gateway trains on first start, saved and loaded back from disk."""
-    path = tmp_path_factory.mktemp("detector") / "default.pt"
-    train_default(path)
-    return load_checkpoint(path)
+def default_checkpoint(detector_checkpoint: Path) -> Checkpoint:
+    """The checkpoint the gateway trains on first start (conftest's `train_default`), loaded back from disk."""
+    return load_checkpoint(detector_checkpoint)
 
 
 def test_held_out_attacks_score_clearly_above_normal_sessions(checkpoint: Checkpoint) -> None:

@@ -6,6 +6,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import docker
@@ -254,8 +255,15 @@ def test_training_rebuilds_the_live_events_and_the_gateway_hot_swaps_the_checkpo
         assert gw.call(dev, sid, "shell.run", command="ls -la").status_code == 200
         assert gw.call(dev, sid, "fs.read", path="/etc/passwd").status_code == 403
         assert gw.call(dev, sid, "fs.write", path="report.md", content="# q3\n").status_code == 200
-    rebuilt = sessions_from_audit(gw.running.gateway.engine, AuditWindow(agent_id=dev.agent_id)).sessions
+    engine = gw.running.gateway.engine
+    rebuilt = sessions_from_audit(engine, AuditWindow(agent_id=dev.agent_id)).sessions
     assert [events[0].session_id for events in rebuilt] == sids
+    hour = timedelta(hours=1)
+    now = datetime.now(UTC)
+    assert not sessions_from_audit(engine, AuditWindow(since=now + hour, agent_id=dev.agent_id)).sessions
+    assert not sessions_from_audit(engine, AuditWindow(until=now - hour, agent_id=dev.agent_id)).sessions
+    window = AuditWindow(since=now - hour, until=now + hour, agent_id=dev.agent_id)
+    assert len(sessions_from_audit(engine, window).sessions) == 3
     live = {e.call_id: e for e in gw.tee.events if e.agent_id == dev.agent_id}
     for event in (event for events in rebuilt for event in events):
         original = live[event.call_id]

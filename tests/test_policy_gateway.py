@@ -37,9 +37,10 @@ TWO_INPUTS_TEST = ('package p_test\n\nimport rego.v1\n\nimport data.p\n\n'
 
 @pytest.fixture(scope="module")
 def policy_gateway(detector_checkpoint: Path, sandbox_image: str) -> Iterator[RunningGateway]:
-    """A gateway of its own (so activating policies never affects other tests), its detector only recording."""
+    """A gateway of its own (so activating policies never affects other tests), its detector only recording
+    and a decision budget wide enough that a busy machine never turns a crash into an overrun."""
     running = serve_gateway(gateway_settings(Path(tempfile_short("pol")), detector_checkpoint, sandbox_image,
-                                             detector_mode="monitor"))
+                                             detector_mode="monitor", policy_budget_ms=5000))
     yield running
     running.stop()
 

@@ -1,7 +1,9 @@
 """Crash isolation of the supervised engine: rego-cpp crashes and overruns cost one denied decision, never the
 caller; the pool restarts, revocations are never served stale, the shadow slot decides beside the active one."""
 
+import json
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -39,9 +41,10 @@ decision := {{"allow": false, "reasons": ["slow"], "obligations": {{}}}} if {{
 
 
 @pytest.fixture
-def engine() -> SupervisedRegoEngine:
-    """A supervised engine on the default bundle with one evaluator (so a crash leaves none)."""
-    with SupervisedRegoEngine(load_default_bundle(), workers=1) as supervised:
+def engine() -> Iterator[SupervisedRegoEngine]:
+    """A supervised engine on the default bundle with one evaluator (so a crash leaves none) and a budget wide
+    enough that a busy machine never turns a crash into an overrun."""
+    with SupervisedRegoEngine(load_default_bundle(), workers=1, budget_s=5) as supervised:
         yield supervised
 
 
@@ -132,6 +135,21 @@ decision := {sudo} if input.tool.name == "fs.read"
         engine.load(PolicyBundle(modules={"authz.rego": HEADER + f"decision := {sudo}\n"}))
 
 
+def test_policies_cannot_read_the_gateways_environment(engine: SupervisedRegoEngine,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_ADMIN_KEY", "must-not-leak")
+    leak = HEADER + f"""default decision := {ALLOW}
+
+decision := {{"allow": false, "reasons": [json.marshal(opa.runtime().env)], "obligations": {{}}}} if {{
+\tinput.tool.name == "fs.read"
+}}
+"""
+    with SupervisedRegoEngine(PolicyBundle(modules={"authz.rego": leak}), workers=1) as fresh:
+        [reason] = fresh.decide(call("fs.read", {"path": "a"})).reasons
+    assert "must-not-leak" not in reason and "BASTION_ADMIN_KEY" not in reason
+    assert sorted(json.loads(reason)) == ["LC_ALL", "PATH", "PYTHONPATH"]
+
+
 def test_decisions_after_close_deny() -> None:
     engine = SupervisedRegoEngine(load_default_bundle(), workers=1)
     engine.close()
@@ -140,7 +158,7 @@ def test_decisions_after_close_deny() -> None:
 
 
 def test_concurrent_decisions_with_revocation_churn_stay_correct() -> None:
-    with SupervisedRegoEngine(load_default_bundle(), workers=2, cache_size=0) as engine:
+    with SupervisedRegoEngine(load_default_bundle(), workers=2, cache_size=0, queue_timeout_s=120) as engine:
         engine.set_revocations({"agents": {"agent-gone": {}}})
         cases = [
             (call("fs.read", {"path": "a.txt"}), True, []),
@@ -160,7 +178,7 @@ def test_concurrent_decisions_with_revocation_churn_stay_correct() -> None:
 
         def churn() -> None:
             toggle = 0
-            while not stop.is_set():
+            while not stop.wait(0.2):
                 toggle += 1
                 engine.set_revocations({"agents": {"agent-gone": {}}, "sessions": {f"other-{toggle % 3}": {}}})
 

@@ -184,12 +184,14 @@ def test_quiet_hours_are_off_in_the_shipped_data(engine: SupervisedRegoEngine) -
 
 
 def test_elevated_risk_requires_approval_and_high_risk_denies(engine: SupervisedRegoEngine) -> None:
-    medium = engine.decide(call("shell.run", {"command": "ls"}, risk=0.75, tool_risk="medium"))
+    medium = engine.decide(call("shell.run", {"command": "ls"}, risk=0.85, tool_risk="medium"))
     requirement = parse_obligations(medium.obligations).require_approval
     assert medium.allow and requirement is not None
-    assert requirement.reason == "risk score 0.75 is at or above 0.7 for medium-risk tools"
-    assert "require_approval" not in engine.decide(call("shell.run", {"command": "ls"}, risk=0.65,
+    assert requirement.reason == "risk score 0.85 is at or above 0.8 for medium-risk tools"
+    assert "require_approval" not in engine.decide(call("shell.run", {"command": "ls"}, risk=0.75,
                                                         tool_risk="medium")).obligations
+    assert "require_approval" not in engine.decide(call("shell.run", {"command": "ls"}, risk=0.5,
+                                                        tool_risk="high")).obligations
     high = engine.decide(call("shell.run", {"command": "ls"}, risk=0.95, tool_risk="high"))
     assert not high.allow and high.obligations == {}
 
