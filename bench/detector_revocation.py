@@ -70,12 +70,15 @@ class Bench:
 
     async def load(self, headers: dict[str, str], session_id: str, stop: asyncio.Event, counter: list[int],
                    think_s: float) -> None:
-        """Ordinary calls with `think_s` between them, until `stop`."""
+        """Ordinary calls with `think_s` between them, until `stop`; counts answers and transport errors."""
         step = 0
         while not stop.is_set():
             tool, args = ORDINARY[step % len(ORDINARY)]
-            await self.call(headers, session_id, tool, args)
-            counter[0] += 1
+            try:
+                await self.call(headers, session_id, tool, args)
+                counter[0] += 1
+            except httpx.HTTPError:
+                counter[1] += 1
             step += 1
             await asyncio.sleep(think_s)
 
@@ -120,7 +123,7 @@ async def run(url: str, sessions: int, trials: int, think_s: float) -> None:
             background += await asyncio.gather(*(bench.agent_session(f"load-{i}")
                                                  for i in range(start, min(sessions, start + 8))))
         print(f"{sessions} background sessions created in {time.perf_counter() - created:.1f}s")
-        stop, counter = asyncio.Event(), [0]
+        stop, counter = asyncio.Event(), [0, 0]
         loaders = [asyncio.create_task(bench.load(h, s, stop, counter, think_s)) for h, s in background]
         await asyncio.sleep(2)
         began, calls_before = time.perf_counter(), counter[0]
@@ -131,7 +134,8 @@ async def run(url: str, sessions: int, trials: int, think_s: float) -> None:
     denied = [d for d, _ in results]
     gone = [g for _, g in results]
     both = [max(d, g) for d, g in results]
-    print(f"{trials} revocations under {sessions} busy sessions ({load_rate:.0f} background calls/s):")
+    print(f"{trials} revocations under {sessions} busy sessions ({load_rate:.0f} background calls/s answered, "
+          f"{counter[1]} transport errors):")
     for name, values in (("next call denied", denied), ("container gone", gone), ("denied and gone", both)):
         print(f"  {name:<18} p50 {percentile(values, 0.5):7.1f} ms   p99 {percentile(values, 0.99):7.1f} ms"
               f"   mean {statistics.fmean(values):7.1f} ms")

@@ -160,6 +160,8 @@ def test_versions_activate_diff_and_roll_back_audited(client: httpx.Client) -> N
     assert back.status_code == 200 and back.json()["active_version"] is None
     assert tool_call(client, dev, sid, "fs.list").status_code == 200
     assert client.post("/v1/policies/rollback", headers=ADMIN).status_code == 404
+    assert client.get(f"/v1/policies/{2**63}", headers=ADMIN).status_code == 422
+    assert client.post(f"/v1/policies/{2**40}/activate", headers=ADMIN).status_code == 422
     assert client.post("/v1/policies/99999/activate", headers=ADMIN).status_code == 404
 
     records = audit_kinds(client)

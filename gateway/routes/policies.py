@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from gateway.audit import AuditStoreError
@@ -20,6 +20,8 @@ from policy.errors import PolicyBundleError, PolicyCompileError
 from policy.validation import read_upload, validate
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
+
+VersionNumber = Annotated[int, Path(ge=0, le=2**31 - 1, description="Policy version number (0 = bundled default)")]
 DEFAULT_VERSION = 0
 T = TypeVar("T")
 
@@ -243,28 +245,28 @@ async def eval_policy(body: EvalRequest, _admin: AdminPrincipal, gateway: Gatewa
 
 
 @router.get("/{version}", response_model=PolicyVersionPublic)
-async def get_policy(version: int, _admin: AdminPrincipal, gateway: GatewayDep) -> PolicyVersionPublic:
+async def get_policy(version: VersionNumber, _admin: AdminPrincipal, gateway: GatewayDep) -> PolicyVersionPublic:
     """One version with its sources and data."""
     row = await _version(gateway, version)
     return PolicyVersionPublic(**PolicyVersionSummary.of(row).model_dump(), sources=row.files, data=row.data)
 
 
 @router.post("/{version}/activate", response_model=PolicyStatePublic)
-async def activate_policy(version: int, admin: AdminPrincipal, gateway: GatewayDep) -> PolicyStatePublic:
+async def activate_policy(version: VersionNumber, admin: AdminPrincipal, gateway: GatewayDep) -> PolicyStatePublic:
     """Put a version (0: the bundled default) in force on every worker within about a second; audited."""
     state = await _answer(gateway.policy_control.activate(version or None, admin.id))
     return PolicyStatePublic.of(state, gateway.policy.revision)
 
 
 @router.post("/{version}/shadow", response_model=PolicyStatePublic)
-async def start_shadow(version: int, admin: AdminPrincipal, gateway: GatewayDep) -> PolicyStatePublic:
+async def start_shadow(version: VersionNumber, admin: AdminPrincipal, gateway: GatewayDep) -> PolicyStatePublic:
     """Evaluate a version beside the active one on live calls; GET /v1/policies/shadow/report shows differences."""
     state = await _answer(gateway.policy_control.shadow(version, admin.id))
     return PolicyStatePublic.of(state, gateway.policy.revision)
 
 
 @router.post("/{version}/replay")
-async def replay_policy(version: int, _admin: AdminPrincipal, gateway: GatewayDep,
+async def replay_policy(version: VersionNumber, _admin: AdminPrincipal, gateway: GatewayDep,
                         body: Replay | None = None) -> dict[str, Any]:
     """Decide the last N audited calls with a version: how many would flip allow→deny and deny→allow."""
     report = await _answer(gateway.policy_control.replay(version, (body or Replay()).limit))
