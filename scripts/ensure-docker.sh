@@ -102,15 +102,40 @@ config_flags=()
 if [ -f "$DAEMON_CONFIG" ]; then
   config_flags=(--config-file "$DAEMON_CONFIG")
 fi
+# A dockerd that was killed leaves its pid file; if that pid now belongs to another process, dockerd refuses to
+# start ("pid file found, ensure docker is not running"). Drop a pid file whose process is not a dockerd.
+if [ -f "$DOCKERD_PIDFILE" ] && [ "$(cat "/proc/$(cat "$DOCKERD_PIDFILE")/comm" 2>/dev/null)" != dockerd ]; then
+  rm -f "$DOCKERD_PIDFILE"
+fi
 nohup dockerd "${DOCKERD_FLAGS[@]}" "${config_flags[@]}" >>"$DOCKERD_LOG" 2>&1 &
-for _ in $(seq 1 60); do
-  if docker info >/dev/null 2>&1; then
-    if [ -x "$RUNSC" ] && ! has_runsc; then
-      echo "ensure-docker: dockerd started without the runsc runtime; see $DAEMON_CONFIG and $DOCKERD_LOG" >&2
-    fi
-    exit 0
+dockerd_pid=$!
+# dockerd restores every container it knew before answering; after a crash with hundreds of sandboxes left
+# behind that takes minutes here, so wait up to DOCKERD_START_TIMEOUT seconds, saying why.
+deadline=$((SECONDS + ${DOCKERD_START_TIMEOUT:-600}))
+next_word=$((SECONDS + 15))
+until timeout 10 docker info >/dev/null 2>&1; do
+  if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+    echo "dockerd exited while starting; the end of $DOCKERD_LOG:" >&2
+    tail -n 30 "$DOCKERD_LOG" >&2
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "dockerd did not become ready in ${DOCKERD_START_TIMEOUT:-600} s; the end of $DOCKERD_LOG:" >&2
+    tail -n 30 "$DOCKERD_LOG" >&2
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$next_word" ]; then
+    echo "ensure-docker: dockerd is still starting (restoring the containers it had); waiting" >&2
+    next_word=$((SECONDS + 15))
   fi
   sleep 0.5
 done
-echo "dockerd did not become ready; see $DOCKERD_LOG" >&2
-exit 1
+if [ -x "$RUNSC" ] && ! has_runsc; then
+  echo "ensure-docker: dockerd started without the runsc runtime; see $DAEMON_CONFIG and $DOCKERD_LOG" >&2
+fi
+# Sandboxes of a gateway that died with the engine are stopped now and serve nobody: remove them, so the next
+# engine start has nothing of ours to restore.
+for label in bastion.owner bastion.pool; do
+  docker container prune --force --filter "label=$label" >/dev/null 2>&1 || true
+done
+exit 0
