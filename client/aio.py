@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from client._core import DEFAULT_URL, RETRYABLE, base_headers, call_body, check, parse_line, retry_wait, transport_error
-from client.models import Agent, CallResult, OutputChunk, SessionInfo, ToolInfo
+from client.models import Agent, CallResult, OutputChunk, SessionInfo, ToolInfo, session_body
 
 
 class AsyncBastionClient:
@@ -53,10 +53,11 @@ class AsyncBastionClient:
             await asyncio.sleep(retry_wait(response, attempt))
             attempt += 1
 
-    async def create_session(self, labels: dict[str, str] | None = None, *,
+    async def create_session(self, labels: dict[str, str] | None = None, *, runtime: str | None = None,
+                             limits: dict[str, float] | None = None,
                              idempotency_key: str | None = None) -> "AsyncSession":
-        """Start a session; use it as an async context manager to end it."""
-        body = await self.request("POST", "/v1/sessions", json={"labels": labels or {}},
+        """Start a session; use it as an async context manager to end it (options as the sync client's)."""
+        body = await self.request("POST", "/v1/sessions", json=session_body(labels, runtime, limits),
                                   idempotency_key=idempotency_key)
         return AsyncSession(self, SessionInfo.of(body))
 

@@ -46,6 +46,10 @@ class Revoked(PolicyDenied):
     """The agent, session or tool is revoked (by a responder or by the anomaly detector)."""
 
 
+class ObligationsUnmet(PolicyDenied):
+    """Policy allows the call only in a session with a stronger runtime or tighter limits; `reasons` say which."""
+
+
 class NotFound(BastionError):
     """No such session, tool, agent or route (404)."""
 
@@ -117,6 +121,8 @@ def error_from_response(status: int, body: Any, retry_after: str | None = None) 
     if status == 403:
         if kind == "denied":
             return (Revoked if "revoked" in (problem.get("reasons") or []) else PolicyDenied)(*args)
+        if kind == "obligations-unmet":
+            return ObligationsUnmet(*args)
         return Forbidden(*args)
     if status == 404:
         return NotFound(*args)

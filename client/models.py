@@ -70,13 +70,26 @@ class SessionInfo:
     call_count: int
     created_at: datetime
     labels: dict[str, str] = field(default_factory=dict)
+    runtime: str = "runc"
+    limits: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> "SessionInfo":
         """Parse a session object."""
         return cls(session_id=body["session_id"], agent_id=body["agent_id"], status=body["status"],
                    call_count=body["call_count"], created_at=datetime.fromisoformat(body["created_at"]),
-                   labels=dict(body.get("labels", {})))
+                   labels=dict(body.get("labels", {})), runtime=body.get("runtime", "runc"),
+                   limits=dict(body.get("limits", {})))
+
+
+def session_body(labels: dict[str, str] | None, runtime: str | None, limits: dict[str, float] | None) -> dict[str, Any]:
+    """The body of `POST /v1/sessions`."""
+    body: dict[str, Any] = {"labels": labels or {}}
+    if runtime is not None:
+        body["runtime"] = runtime
+    if limits is not None:
+        body["limits"] = limits
+    return body
 
 
 @dataclass(frozen=True)

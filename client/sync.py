@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from client._core import DEFAULT_URL, RETRYABLE, base_headers, call_body, check, parse_line, retry_wait, transport_error
-from client.models import Agent, CallResult, OutputChunk, SessionInfo, ToolInfo
+from client.models import Agent, CallResult, OutputChunk, SessionInfo, ToolInfo, session_body
 
 
 class BastionClient:
@@ -57,10 +57,13 @@ class BastionClient:
             time.sleep(retry_wait(response, attempt))
             attempt += 1
 
-    def create_session(self, labels: dict[str, str] | None = None, *,
-                       idempotency_key: str | None = None) -> "Session":
-        """Start a session (one fresh sandbox container); use it as a context manager to end it."""
-        body = self.request("POST", "/v1/sessions", json={"labels": labels or {}}, idempotency_key=idempotency_key)
+    def create_session(self, labels: dict[str, str] | None = None, *, runtime: str | None = None,
+                       limits: dict[str, float] | None = None, idempotency_key: str | None = None) -> "Session":
+        """Start a session (one fresh sandbox container); use it as a context manager to end it.
+
+        `runtime` picks the tier (`runc`, `runsc`); `limits` tightens `memory_mb`, `cpus`, `pids`."""
+        body = self.request("POST", "/v1/sessions", json=session_body(labels, runtime, limits),
+                            idempotency_key=idempotency_key)
         return Session(self, SessionInfo.of(body))
 
     def session(self, session_id: str) -> "Session":

@@ -39,6 +39,8 @@ class SandboxSession(SQLModel, table=True):
     status: str = Field(default="active", max_length=16, index=True)
     container_id: str | None = Field(default=None, max_length=80)
     labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    runtime: str = Field(default="runc", max_length=32)
+    limits: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     call_count: int = 0
     status_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)

@@ -16,6 +16,7 @@ from gateway.audit import AuditEntry, AuditLog, AuditStoreError
 from gateway.audit_redaction import AuditRedactor
 from gateway.detector_feed import CallFeatures, DetectorFeed, EgressTap
 from gateway.detector_risk import RiskBoard
+from gateway.egress_grants import EgressGrants
 from gateway.gate import DetectorGate
 from gateway.keys import new_id
 from gateway.limits import ArgumentLimits
@@ -23,6 +24,7 @@ from gateway.policy_store import CallFacts
 from gateway.principals import PrincipalView
 from gateway.problems import Problem
 from gateway.ratelimit import RateLimiter
+from gateway.session_fit import unmet
 from gateway.sessions import LiveSession, SessionStore
 from gateway.tools import Tool, schema_errors
 from policy.engine import PolicyEngine
@@ -97,6 +99,7 @@ class CallPipeline:
     default_timeout_s: float
     max_output_bytes: int
     barrier_timeout_s: float
+    egress: EgressGrants
     facts: CallFacts | None = None
     approvals: ApprovalDesk | None = None
     shadow: ShadowRecorder | None = None
@@ -169,7 +172,11 @@ class CallPipeline:
             raise Problem(403, "denied", "Call denied by policy",
                           "Policy denied this call: " + "; ".join(decision.reasons),
                           reasons=decision.reasons, call_id=call_id, policy_revision=decision.revision)
-        requirement = parse_obligations(decision.obligations).require_approval
+        obligations = parse_obligations(decision.obligations)
+        unmet_reasons = unmet(obligations, session.runtime, session.limits)
+        if unmet_reasons:
+            await self._refuse_unmet(principal, session, tool, features, call_id, decision, unmet_reasons)
+        requirement = obligations.require_approval
         if requirement is not None:
             if self.approvals is None:
                 raise Problem(403, "denied", "Call denied by policy", "Policy requires a human approval for this "
@@ -178,12 +185,16 @@ class CallPipeline:
             await self.approvals.admit(principal.id, session.id, tool.name, args, call_id, requirement,
                                        decision.revision)
             self.risk.approval_used(principal.id)
-        request = tool.to_request(args, self._timeout(args, decision, tool), self.max_output_bytes)
+        output_cap = self.max_output_bytes
+        if obligations.limits is not None and obligations.limits.max_output_bytes is not None:
+            output_cap = min(output_cap, obligations.limits.max_output_bytes)
+        request = tool.to_request(args, self._timeout(args, decision, tool), output_cap)
         if observer is not None:
             await observer.started(call_id, decision)
         started = time.perf_counter()
         try:
-            result = await self._run(session.id, tool, request, observer)
+            with self.egress.granted(session.id, call_id, principal.id, tool.name, obligations.egress, tool.egress):
+                result = await self._run(session.id, tool, request, observer)
         except SandboxError as exc:
             await self._append(AuditEntry(
                 kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
@@ -202,6 +213,20 @@ class CallPipeline:
         self._publish(principal, session, tool, features, call_id, decision, result)
         log.info("call finished", tool=tool.name, exit_code=result.exit_code, duration_ms=result.duration_ms)
         return CallOutcome(call_id=call_id, decision=decision, result=result)
+
+    async def _refuse_unmet(self, principal: PrincipalView, session: LiveSession, tool: Tool,
+                            features: CallFeatures, call_id: str, decision: Decision, reasons: list[str]) -> None:
+        """Audit and refuse an allowed call whose obligations the session's container cannot meet."""
+        await self._append(AuditEntry(
+            kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+            tool=tool.name, allow=False, reasons=reasons, result={"error": "obligations unmet"},
+            policy_revision=decision.revision), call_id)
+        refused = decision.model_copy(update={"allow": False, "reasons": reasons})
+        self._publish(principal, session, tool, features, call_id, refused, None)
+        raise Problem(403, "obligations-unmet", "Session cannot meet the policy's obligations",
+                      "Policy allowed this call only under conditions this session's container does not meet; "
+                      "nothing was run: " + "; ".join(reasons), reasons=reasons, call_id=call_id,
+                      policy_revision=decision.revision)
 
     def _decision_input(self, principal: PrincipalView, session: LiveSession, tool: Tool, args: dict[str, Any],
                         request_meta: dict[str, Any], history: list[HistoryEntry],

@@ -23,6 +23,7 @@ from gateway.detector_feed import DetectorFeed, EgressTap
 from gateway.detector_labels import DetectorLabels
 from gateway.detector_reload import CheckpointWatcher
 from gateway.detector_risk import RiskBoard
+from gateway.egress_grants import EgressGrants
 from gateway.enforcement import Enforcer
 from gateway.gate import DetectorGate
 from gateway.idempotency import IdempotencyStore
@@ -81,12 +82,17 @@ class Gateway:
         self.limits = SandboxLimits(
             memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus, pids=settings.sandbox_pids,
             workspace_mb=settings.sandbox_workspace_mb, timeout_s=settings.call_timeout_s,
-            max_output_bytes=settings.max_output_bytes)
+            max_output_bytes=settings.max_output_bytes, idle_timeout_s=settings.session_idle_timeout_s,
+            max_lifetime_s=settings.session_max_lifetime_s)
         owner = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
         self.egress_tap = EgressTap()
+        self.egress = EgressGrants(self.audit, self.egress_tap)
         self.sandbox = DockerRuntime(image=settings.sandbox_image, state_dir=settings.data_dir / "run",
                                      owner=owner, default_limits=self.limits, runtime=settings.sandbox_runtime,
-                                     egress_recorder=self.egress_tap)
+                                     pool_size=settings.sandbox_pool_size, egress_authorizer=self.egress,
+                                     egress_recorder=self.egress,
+                                     allowed_loopback_ports=frozenset(settings.egress_loopback_ports),
+                                     on_expire=self._session_expired)
         self.detector_controls = DetectorControls(self.engine, settings.detector_mode)
         self.detector_labels = DetectorLabels(self.engine)
         self.risk = RiskBoard(settings.detector_risk_half_life_s, settings.detector_approval_ttl_s)
@@ -135,6 +141,7 @@ class Gateway:
             sessions=self.sessions, redactor=AuditRedactor(settings.redact_fields, self._redaction_key()),
             events=self.worker, gate=self.gate, default_timeout_s=settings.call_timeout_s,
             max_output_bytes=settings.max_output_bytes, barrier_timeout_s=settings.detector_barrier_timeout_s,
+            egress=self.egress,
             facts=CallFacts(self.engine), approvals=self.approvals, shadow=self.policy_control,
             limiter=self.limiter, arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth),
             risk=self.risk, feed=self.feed)
@@ -201,17 +208,29 @@ class Gateway:
         except Exception:
             return False
 
-    async def create_session(self, agent: PrincipalView, labels: dict[str, str]) -> LiveSession:
-        """Create a session and its container; refused for a revoked or rate-limited agent."""
+    async def create_session(self, agent: PrincipalView, labels: dict[str, str], runtime: str | None = None,
+                             limits: dict[str, float] | None = None) -> LiveSession:
+        """Create a session and its container; refused for a revoked or rate-limited agent.
+
+        `runtime` picks the tier (default `BASTION_SANDBOX_RUNTIME`); `limits` may tighten the container's
+        `memory_mb`, `cpus` and `pids` below the gateway's, never loosen them."""
         self.limiter.take(agent.id)
+        tier = runtime or self.settings.sandbox_runtime
+        if tier not in self.sandbox.runtimes:
+            raise Problem(422, "unknown-runtime", "Unknown runtime tier",
+                          f"The runtime tier {tier!r} is not offered by this gateway's Docker engine; choose one of "
+                          f"{', '.join(sorted(self.sandbox.runtimes))}.", runtime=tier)
+        container_limits = self._container_limits(limits or {})
         data = await asyncio.to_thread(self.revocations.policy_data)
         if agent.id in data["agents"]:
             raise Problem(403, "denied", "Agent revoked",
                           "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
                           reasons=["revoked"])
-        row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels)
+        row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels, runtime=tier,
+                             limits=container_limits)
         live = await asyncio.to_thread(self.sessions.insert, row)
-        spec = SessionSpec(session_id=row.id, agent_id=agent.id, limits=self.limits,
+        spec = SessionSpec(session_id=row.id, agent_id=agent.id, runtime=tier,
+                           limits=self.limits.model_copy(update=container_limits),
                            labels={f"bastion.label.{k}": v for k, v in labels.items()})
         try:
             container_id = await self.sandbox.create(spec)
@@ -223,8 +242,27 @@ class Gateway:
         await asyncio.to_thread(self.sessions.update, row.id, status="active", container_id=container_id)
         await asyncio.to_thread(self.audit.append, [AuditEntry(
             kind="session_created", agent_id=agent.id, session_id=row.id,
-            result={"container_id": container_id, "labels": labels})])
+            result={"container_id": container_id, "labels": labels, "runtime": tier, "limits": container_limits})])
         return live
+
+    def _container_limits(self, asked: dict[str, float]) -> dict[str, float]:
+        """The session container's memory, CPU and process limits: the gateway's, tightened where asked."""
+        ceiling = {"memory_mb": self.limits.memory_mb, "cpus": self.limits.cpus, "pids": self.limits.pids}
+        looser = [f"{name} {value:g} (this gateway's limit is {ceiling[name]:g})"
+                  for name, value in asked.items() if value > ceiling[name]]
+        if looser:
+            raise Problem(422, "limits-too-loose", "Session limits above the gateway's",
+                          "A session may only tighten its container's limits: " + "; ".join(looser) + ".")
+        return {**ceiling, **asked}
+
+    async def _session_expired(self, session_id: str, reason: str) -> None:
+        """The sandbox removed an idle or too-old session's container: end the session and audit it."""
+        session = await self.sessions.get(session_id)
+        await asyncio.to_thread(self.sessions.end, session_id, "ended", f"expired: {reason}")
+        self.detector_forget(session_id)
+        await self.audit.append_async([AuditEntry(
+            kind="session_ended", agent_id=session.agent_id if session else None, session_id=session_id,
+            result={"by": "sandbox", "reason": f"expired: {reason}"})])
 
     async def end_session(self, session: LiveSession, by: str) -> None:
         """Remove the session's container and mark it ended."""
@@ -240,6 +278,7 @@ class Gateway:
             self.detector.forget(session_id)
         if self.feed is not None:
             self.feed.forget(session_id)
+        self.egress.forget(session_id)
 
 
 def _policy_engine(settings: Settings, bundle: PolicyBundle) -> SupervisedRegoEngine | RemoteOpaEngine:

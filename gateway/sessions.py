@@ -21,12 +21,15 @@ class LiveSession:
     labels: dict[str, str] = field(default_factory=dict)
     call_count: int = 0
     container_id: str | None = None
+    runtime: str = "runc"
+    limits: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, row: SandboxSession) -> "LiveSession":
         """Build from a table row."""
         return cls(id=row.id, agent_id=row.agent_id, started_at=row.created_at, status=row.status,
-                   labels=dict(row.labels), call_count=row.call_count, container_id=row.container_id)
+                   labels=dict(row.labels), call_count=row.call_count, container_id=row.container_id,
+                   runtime=row.runtime, limits=dict(row.limits))
 
 
 class SessionStore:

@@ -4,7 +4,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDACT_FIELDS = ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"]
@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     sandbox_cpus: float = 1.0
     sandbox_pids: int = 128
     sandbox_workspace_mb: int = 64
+    sandbox_pool_size: int = Field(default=2, ge=0, le=64)
+    session_idle_timeout_s: float | None = Field(default=1800.0, gt=0)
+    session_max_lifetime_s: float | None = Field(default=8 * 3600.0, gt=0)
+    egress_loopback_ports: list[int] = []
     call_timeout_s: float = 10.0
     max_output_bytes: int = 65536
 

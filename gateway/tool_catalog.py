@@ -47,7 +47,7 @@ def as_tool(spec: CustomToolSpec, versions: tuple[int, ...], default_timeout_s: 
     return CustomTool(name=spec.name, description=spec.description, input_schema=spec.input_schema,
                       to_request=spec.to_request, risk=spec.risk, version=str(spec.version),
                       network=bool(spec.egress), timeout_s=spec.timeout_s or default_timeout_s, files=spec.files,
-                      spec=spec, versions=versions)
+                      egress=tuple(spec.egress), spec=spec, versions=versions)
 
 
 class ToolCatalog:

@@ -29,6 +29,7 @@ class Tool:
     network: bool = False
     timeout_s: float | None = None
     files: dict[str, str] = field(default_factory=dict)
+    egress: tuple[str, ...] | None = None
 
     @cached_property
     def validator(self) -> Draft202012Validator:

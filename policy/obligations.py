@@ -4,7 +4,7 @@ An obligation the gateway does not know is refused (the decision becomes a deny)
 critical extension: a policy must never believe it constrained a call that then ran unconstrained.
 """
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,10 +22,16 @@ class ResourceLimits(_Strict):
     max_output_bytes: int | None = Field(default=None, gt=0)
 
 
-class Egress(_Strict):
-    """Destinations (host or host:port) the call's sandbox may reach through the egress proxy."""
+EGRESS_ENTRY = r"^(\*\.)?[A-Za-z0-9_.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
 
-    allow: list[str] = Field(default_factory=list)
+
+class Egress(_Strict):
+    """Destinations the call's sandbox may reach through the egress proxy while it runs; `deny` wins.
+
+    Entries: `host` (any port), `host:port`, `*.domain` (any name under it), `[v6-address]:port`."""
+
+    allow: list[Annotated[str, Field(pattern=EGRESS_ENTRY, max_length=260)]] = Field(default_factory=list)
+    deny: list[Annotated[str, Field(pattern=EGRESS_ENTRY, max_length=260)]] = Field(default_factory=list)
 
 
 class ApprovalRequirement(_Strict):

@@ -60,6 +60,11 @@ def same_shape(one: SandboxLimits, other: SandboxLimits) -> bool:
     return all(getattr(one, field) == getattr(other, field) for field in CONTAINER_SHAPE)
 
 
+# Under gVisor the container's pids cgroup also counts the sandbox kernel's own host threads (about 40 idle,
+# more under load), which the session's `pids` limit is not meant to include.
+RUNSC_THREAD_ALLOWANCE = 128
+
+
 def container_options(
     *,
     name: str,
@@ -99,7 +104,7 @@ def container_options(
             Mount(target=EXECUTOR_PATH, source=str(executor_file), type="bind", read_only=True),
             Mount(target=SOCKET_DIR, source=str(socket_dir), type="bind", read_only=True),
         ],
-        "pids_limit": limits.pids,
+        "pids_limit": limits.pids + (RUNSC_THREAD_ALLOWANCE if runtime == "runsc" else 0),
         "mem_limit": memory,
         "memswap_limit": memory,
         "nano_cpus": int(limits.cpus * 1_000_000_000),

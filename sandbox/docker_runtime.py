@@ -245,6 +245,11 @@ class DockerRuntime:
         session = self._sessions.get(session_id)
         return session.container_id if session is not None else None
 
+    @property
+    def pool(self) -> tuple[int, int]:
+        """(warm containers ready now, pool size)."""
+        return (self._pool.ready if self._pool is not None else 0), self._pool_size
+
     async def wait_pool_ready(self, timeout_s: float) -> bool:
         """Wait until the warm pool is full; False after `timeout_s`, or when there is no pool."""
         return self._pool is not None and await self._pool.wait_full(timeout_s)

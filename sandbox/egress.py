@@ -1,10 +1,10 @@
 """The per-session egress proxy: the only way out of a sandbox, over a Unix socket in its socket dir.
 
 Inside the container the executor relays 127.0.0.1:3128 to `/run/bastion/egress.sock`. The proxy takes
-plain-HTTP requests with an absolute URI and CONNECT tunnels, resolves the host itself, refuses
-addresses that must never be reached (see `sandbox.addresses`), asks the injected authorizer, and then
-connects to exactly the addresses it checked. Refusals are answered with 403 and a plain-text reason;
-every attempt is handed to the recorder.
+plain-HTTP requests with an absolute URI and CONNECT tunnels, asks the injected authorizer about the
+name first (a refused name is never looked up), resolves it itself, refuses addresses that must never be
+reached (see `sandbox.addresses`), and then connects to exactly the addresses it checked. Refusals are
+answered with 403 and a plain-text reason; every attempt is handed to the recorder.
 """
 
 import asyncio
@@ -35,7 +35,8 @@ log = structlog.get_logger(__name__)
 
 
 class EgressAuthorizer(Protocol):
-    """Decides whether a session may connect to `host:port`, given the addresses the proxy resolved."""
+    """Decides whether a session may connect to `host:port` before the name is resolved (`addresses` holds the
+    host itself when it is an IP literal, and is empty otherwise)."""
 
     async def authorize(self, session_id: str, host: str, port: int, addresses: list[str]) -> EgressDecision: ...
 
@@ -211,14 +212,16 @@ class EgressProxy:
         """Check and authorize the destination, then connect to one of the addresses that passed."""
         if self.session_id is None:
             raise Refused(403, "this sandbox is not bound to a session")
-        attempt.addresses = await self._resolve(request.host, request.port)
-        for address in attempt.addresses:
-            if (why := refusal(address, request.port, self._loopback_ports)) is not None:
-                raise Refused(403, why)
-        decision = await self._authorize(request, attempt.addresses)
+        literal = parse_address(request.host) is not None
+        if literal:
+            self._refuse_forbidden([request.host], request.port)
+        # The name is decided before it is looked up: a refused name never reaches a resolver (no DNS leak).
+        decision = await self._authorize(request, [request.host] if literal else [])
         attempt.reason = decision.reason
         if not decision.allow:
             raise Refused(403, decision.reason)
+        attempt.addresses = [request.host] if literal else await self._resolve(request.host, request.port)
+        self._refuse_forbidden(attempt.addresses, request.port)
         attempt.allowed = True
         failures = []
         for address in attempt.addresses:
@@ -229,10 +232,14 @@ class EgressProxy:
         attempt.allowed = False
         raise Refused(502, f"cannot connect ({'; '.join(failures)})")
 
+    def _refuse_forbidden(self, addresses: list[str], port: int) -> None:
+        """Refuse when any address is one the proxy must never reach, whatever the authorizer said."""
+        for address in addresses:
+            if (why := refusal(address, port, self._loopback_ports)) is not None:
+                raise Refused(403, why)
+
     async def _resolve(self, host: str, port: int) -> list[str]:
-        """The host's addresses: the literal itself, or every address the resolver returns."""
-        if parse_address(host) is not None:
-            return [host]
+        """Every address the resolver returns for the host name."""
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(

@@ -93,7 +93,8 @@ def serve_gateway(settings: Settings) -> RunningGateway:
 
 
 def gateway_settings(data_dir: Path, checkpoint: Path, image: str, **overrides: object) -> Settings:
-    """Settings of a test gateway with its own SQLite database and state directory."""
+    """Settings of a test gateway with its own SQLite database and state directory (no warm pool unless asked)."""
+    overrides.setdefault("sandbox_pool_size", 0)
     return Settings(data_dir=data_dir, admin_key=ADMIN_KEY, detector_checkpoint=checkpoint,
                     sandbox_image=image, **overrides)  # type: ignore[arg-type]
 

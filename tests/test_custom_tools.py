@@ -46,8 +46,8 @@ INJECTIONS = ["; rm -rf /", "$(id)", "`id`", "a' || touch /workspace/pwned #", "
 def tools_gateway(detector_checkpoint: Path, sandbox_image: str) -> Iterator[RunningGateway]:
     """A gateway whose policy (a copy of the default bundle) grants the custom tools to the role `payments`.
 
-    Risk gating is off and the detector only monitors: these tests call one high-risk tool many times in a
-    row with odd arguments, on purpose."""
+    Risk gating is off, high-risk tools run on runc, and the detector only monitors: these tests call one
+    high-risk tool many times in a row with odd arguments, on purpose."""
     policy_dir = Path(tempfile_short("pol")) / "bundle"
     shutil.copytree(default_bundle_dir(), policy_dir)
     data_path = policy_dir / "data.json"
@@ -55,6 +55,7 @@ def tools_gateway(detector_checkpoint: Path, sandbox_image: str) -> Iterator[Run
     config = data["bastion"]["config"]
     config["roles"]["payments"] = {"tools": ["billing.send_money", "util.echo_args", "fs.list"], "max_timeout_s": 30}
     config["risk"] = {"max_score": {}, "approval_score": {}}
+    config["runtime"] = {"default": "runc", "by_risk": {}}  # gVisor for high risk is tested in test_gateway_egress
     data_path.write_text(json.dumps(data))
     running = serve_gateway(gateway_settings(Path(tempfile_short("ct")), detector_checkpoint, sandbox_image,
                                              policy_dir=policy_dir, detector_mode="monitor"))

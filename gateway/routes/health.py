@@ -16,7 +16,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(gateway: GatewayDep) -> JSONResponse:
-    """Ready only when the policy engine, the database and the Docker engine all answer."""
+    """Ready only when the policy engine, the database and the Docker engine all answer; also shows the warm pool."""
     readiness = await gateway.readiness()
     checks = {"policy": readiness.policy, "database": readiness.database, "sandbox": readiness.sandbox}
-    return JSONResponse({"ready": readiness.ready, "checks": checks}, status_code=200 if readiness.ready else 503)
+    ready, size = gateway.sandbox.pool
+    return JSONResponse({"ready": readiness.ready, "checks": checks, "warm_pool": {"ready": ready, "size": size}},
+                        status_code=200 if readiness.ready else 503)

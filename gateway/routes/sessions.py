@@ -25,7 +25,8 @@ IdempotencyKey = Annotated[str | None, Header(
     examples=["5f0c6a52-6a6e-4f7b-9d55-3c1f2b8f9e10"])]
 
 _SESSION_EXAMPLE = {"session_id": "ses_3f2a9c0d1e2b4a5f", "agent_id": "agt_0123456789abcdef", "status": "active",
-                    "call_count": 0, "created_at": "2026-11-29T10:00:00Z", "labels": {"task": "triage"}}
+                    "call_count": 0, "created_at": "2026-11-29T10:00:00Z", "labels": {"task": "triage"},
+                    "runtime": "runc", "limits": {"memory_mb": 256, "cpus": 1.0, "pids": 128}}
 _RESULT_EXAMPLE = {"exit_code": 0, "stdout": "hello\n", "stderr": "", "duration_ms": 12.4, "timed_out": False,
                    "truncated": False, "oom_killed": False, "seccomp_killed": False, "seccomp_syscall": None,
                    "data": None}
@@ -33,12 +34,27 @@ _DECISION_EXAMPLE = {"allow": True, "reasons": [], "obligations": {"max_timeout_
                      "policy_revision": "b1946ac92492"}
 
 
+class SessionLimits(BaseModel):
+    """Container limits a session asks for: each may only be at or below the gateway's own."""
+
+    model_config = {"extra": "forbid"}
+
+    memory_mb: int | None = Field(default=None, gt=0, description="Memory in MiB (no swap).")
+    cpus: float | None = Field(default=None, gt=0, description="CPU quota in cores.")
+    pids: int | None = Field(default=None, gt=0, description="Most processes and threads at once.")
+
+
 class SessionCreate(BaseModel):
     """Options for a new session."""
 
-    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [{"labels": {"task": "triage"}}]}}
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"labels": {"task": "triage"}}, {"runtime": "runsc", "limits": {"memory_mb": 128}}]}}
 
     labels: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict, max_length=32)
+    runtime: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_.-]*$",
+                                description="Runtime tier: `runc` (default) or `runsc` (gVisor). A call whose "
+                                            "policy obligation asks for a stronger tier is refused.")
+    limits: SessionLimits | None = Field(default=None, description="Tighten the container's limits.")
 
 
 class SessionPublic(BaseModel):
@@ -52,12 +68,14 @@ class SessionPublic(BaseModel):
     call_count: int
     created_at: datetime
     labels: dict[str, str]
+    runtime: str
+    limits: dict[str, float]
 
     @classmethod
     def of(cls, live: LiveSession) -> "SessionPublic":
         """Build from the live view."""
         return cls(session_id=live.id, agent_id=live.agent_id, status=live.status, call_count=live.call_count,
-                   created_at=live.started_at, labels=live.labels)
+                   created_at=live.started_at, labels=live.labels, runtime=live.runtime, limits=live.limits)
 
 
 class CallRequest(BaseModel):
@@ -136,7 +154,8 @@ async def create_session(agent: CurrentAgent, gateway: GatewayDep, request: Requ
     wanted = body or SessionCreate()
 
     async def produce() -> StoredAnswer:
-        live = await gateway.create_session(agent, wanted.labels)
+        limits = wanted.limits.model_dump(exclude_none=True) if wanted.limits is not None else None
+        live = await gateway.create_session(agent, wanted.labels, wanted.runtime, limits)
         return StoredAnswer(201, SessionPublic.of(live).model_dump(mode="json"))
 
     if idempotency_key is None:

@@ -54,8 +54,10 @@ class ToolCreate(BaseModel):
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
     risk: Literal["low", "medium", "high"] = "medium"
     egress: list[str] = Field(default_factory=list, max_length=32,
-                              description="Hosts the tool needs to reach; a non-empty list marks it network-capable "
-                                          "for policy (tool.network), which decides")
+                              description="Destinations the tool may reach (`host`, `host:port`, `*.domain`): a "
+                                          "non-empty list marks it network-capable for policy (tool.network). A call "
+                                          "reaches only what both this list and the policy's egress obligation allow; "
+                                          "an empty list means no network at all")
     limits: ToolLimits = Field(default_factory=ToolLimits)
     files: dict[str, str] = Field(default_factory=dict, max_length=32)
 
