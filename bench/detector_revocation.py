@@ -1,32 +1,35 @@
 """Detection-to-revocation latency on a real gateway under load.
 
-Run: `python bench/detector_revocation.py [--sessions 50] [--trials 30] [--checkpoint PATH]`. Starts a gateway
-(real Docker, Rego, SQLite, torch) on loopback, keeps `--sessions` agent sessions making ordinary calls
-(`--think` seconds apart),
-and, one trial at a time, has a fresh agent make a call that the kernel kills for an escape syscall (ptrace).
-From the moment that call's result reaches the agent it measures: until the agent's next call is answered
-403 `revoked`, until its container is gone from the Docker engine, and the later of the two. Prints p50/p99.
+Run: `python bench/detector_revocation.py [--sessions 50] [--trials 30] [--checkpoint PATH]`. Starts `bastion serve`
+(real Docker, Rego, SQLite, torch) on loopback in its own process, keeps `--sessions` agent sessions making ordinary
+calls (`--think` seconds apart), and, one trial at a time, has a fresh agent make a call that the kernel kills for
+an escape syscall (ptrace). From the moment that call's result reaches the agent it measures: until the agent's next
+call is answered 403 `revoked`, until the container's processes are dead (its init process exits, watched through a
+pidfd; the engine itself notices tens of milliseconds later), until the container is removed from the engine, and
+the later of denial and each. Prints p50/p99.
 """
 
 import argparse
 import asyncio
+import contextlib
+import os
+import select
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import docker
+import docker.errors
 import httpx
-import uvicorn
 
 from detector.train import train_default
-from gateway.app import create_app
-from gateway.logging import configure_logging
-from gateway.settings import Settings
 
+ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-key-" + "x" * 32
 PTRACE = (
     "import ctypes, platform\n"
@@ -37,16 +40,25 @@ ORDINARY = [("fs.list", {}), ("shell.run", {"command": "echo ok"}), ("fs.write",
             ("fs.read", {"path": "a.txt"}), ("python.run", {"code": "print(sum(range(100)))"})]
 
 
-def serve(settings: Settings) -> tuple[uvicorn.Server, str]:
-    """A gateway on a free loopback port, started in a thread."""
+def serve(data_dir: Path, checkpoint: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`bastion serve` in a process of its own (the load generator must not share its GIL); waits until ready.
+    No warm pool: pooled containers carry no session label, and this bench finds containers by it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BASTION_DATA_DIR": str(data_dir), "BASTION_ADMIN_KEY": ADMIN_KEY,
+           "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "error", "BASTION_DETECTOR_CHECKPOINT": str(checkpoint),
+           "BASTION_SANDBOX_POOL_SIZE": "0"}
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return server, url
+        time.sleep(0.5)
+    server.terminate()
+    raise SystemExit("the gateway did not become ready")
 
 
 class Bench:
@@ -83,6 +95,12 @@ class Bench:
             await asyncio.sleep(think_s)
 
 
+def processes_dead_at(pidfd: int, deadline: float) -> float:
+    """When the container's init process died (its pid namespace, so every process in it, dies with it)."""
+    readable, _, _ = select.select([pidfd], [], [], max(0.0, deadline - time.perf_counter()))
+    return time.perf_counter() if readable else float("inf")
+
+
 def container_gone_at(engine: docker.DockerClient, session_id: str, deadline: float) -> float:
     """When the session's container was first seen absent (polling the engine every millisecond)."""
     while time.perf_counter() < deadline:
@@ -92,18 +110,24 @@ def container_gone_at(engine: docker.DockerClient, session_id: str, deadline: fl
     return float("inf")
 
 
-async def trial(bench: Bench, engine: docker.DockerClient, index: int) -> tuple[float, float]:
-    """One revocation: (ms until the next call is denied, ms until the container is gone)."""
+async def trial(bench: Bench, engine: docker.DockerClient, index: int) -> tuple[float, float, float]:
+    """One revocation: ms until the next call is denied, until the container's processes are dead, until the
+    container is gone from the engine."""
     headers, session_id = await bench.agent_session(f"trial-{index}")
     assert (await bench.call(headers, session_id, "fs.list", {})).status_code == 200
+    [container] = engine.api.containers(filters={"label": f"bastion.session={session_id}"})
+    pidfd = os.pidfd_open(engine.api.inspect_container(container["Id"])["State"]["Pid"])
     killed = await bench.call(headers, session_id, "python.run", {"code": PTRACE})
     start = time.perf_counter()
     assert killed.status_code == 200 and killed.json()["result"]["seccomp_killed"], killed.text
+    stopped = asyncio.create_task(asyncio.to_thread(processes_dead_at, pidfd, start + 30))
     gone = asyncio.create_task(asyncio.to_thread(container_gone_at, engine, session_id, start + 30))
     denied = await bench.call(headers, session_id, "fs.list", {})
     denied_at = time.perf_counter()
     assert denied.status_code == 403 and "revoked" in denied.json()["reasons"], denied.text
-    return (denied_at - start) * 1000, (await gone - start) * 1000
+    dead_at = await stopped
+    os.close(pidfd)
+    return (denied_at - start) * 1000, (dead_at - start) * 1000, (await gone - start) * 1000
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -131,12 +155,14 @@ async def run(url: str, sessions: int, trials: int, think_s: float) -> None:
         load_rate = (counter[0] - calls_before) / (time.perf_counter() - began)
         stop.set()
         await asyncio.gather(*loaders)
-    denied = [d for d, _ in results]
-    gone = [g for _, g in results]
-    both = [max(d, g) for d, g in results]
+    denied = [d for d, _, _ in results]
+    stopped = [s for _, s, _ in results]
+    gone = [g for _, _, g in results]
     print(f"{trials} revocations under {sessions} busy sessions ({load_rate:.0f} background calls/s answered, "
           f"{counter[1]} transport errors):")
-    for name, values in (("next call denied", denied), ("container gone", gone), ("denied and gone", both)):
+    for name, values in (("next call denied", denied), ("processes dead", stopped),
+                         ("denied and dead", [max(d, s) for d, s, _ in results]), ("container removed", gone),
+                         ("denied and removed", [max(d, g) for d, _, g in results])):
         print(f"  {name:<18} p50 {percentile(values, 0.5):7.1f} ms   p99 {percentile(values, 0.99):7.1f} ms"
               f"   mean {statistics.fmean(values):7.1f} ms")
 
@@ -154,13 +180,12 @@ def main() -> None:
         shutil.copy(args.checkpoint, checkpoint)
     else:
         train_default(checkpoint)
-    configure_logging("console", "error")
-    server, url = serve(Settings(data_dir=data_dir, admin_key=ADMIN_KEY, detector_checkpoint=checkpoint))
+    server, url = serve(data_dir, checkpoint)
     try:
         asyncio.run(run(url, args.sessions, args.trials, args.think))
     finally:
-        server.should_exit = True
-        time.sleep(5)
+        server.terminate()
+        server.wait(timeout=60)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -1,7 +1,10 @@
-"""Applying detector responses and revocations: policy data first (instant), then the row, audit and kills."""
+"""Applying detector responses and revocations: the gateway's own check first (instant), then the row, audit
+and kills, and the policy engine's data in the background."""
 
 import asyncio
 import copy
+import json
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +59,7 @@ class Enforcer:
         self.risk = risk
         self._data: dict[str, Any] = {"agents": {}, "sessions": {}, "tools": {}}
         self._data_lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         """Push the stored active revocations into the policy data."""
@@ -63,28 +67,71 @@ class Enforcer:
         await asyncio.to_thread(self._policy.set_revocations, copy.deepcopy(self._data))
 
     async def revoke(self, request: RevocationRequest) -> Revocation:
-        """Revoke an agent, session or (agent, tool): the policy data, the stored row, the audit record and the
-        kill of affected containers all proceed at once; this returns when every one of them is done."""
+        """Revoke an agent, session or (agent, tool); returns once the gateway denies the revoked calls, every
+        process of the affected containers is dead, and the stored row, audit record and session ends are
+        committed. The containers are removed, and the policy engine's copy of the revocations
+        (`data.bastion.revocations`, a recompile) updated, in the background."""
+        row = self._in_force(request)
+        await self._record(row, request)
+        return row
+
+    def _in_force(self, request: RevocationRequest) -> Revocation:
+        """Put the revocation in force at once, without awaiting: the gateway's own check denies from now on,
+        and every process of the affected sessions this process runs is killed."""
         row = Revocation(id=new_id("rev"), scope=request.scope, agent_id=request.agent_id,
                          session_id=request.session_id, tool=request.tool, reason=request.reason,
                          source=request.source, score=request.score, created_by=request.created_by)
+        self._add_to_data(row)
+        for session_id in self._local_targets(request):
+            self._sandbox.halt(session_id)
+        return row
+
+    async def _record(self, row: Revocation, request: RevocationRequest) -> None:
+        """Make an in-force revocation durable (row, audit record, session ends) and schedule the rest."""
         targets = await self._sessions_to_kill(request)
         entry = AuditEntry(
             kind="revocation", call_id=request.call_id, agent_id=request.agent_id, session_id=request.session_id,
             tool=request.tool, allow=False, reasons=[request.reason], policy_revision=self._policy.revision,
             result={"revocation_id": row.id, "scope": request.scope, "source": request.source,
                     "created_by": request.created_by, "score": request.score, "killed_sessions": targets})
-        await asyncio.gather(self._push(row), asyncio.to_thread(self._insert, row), self._audit.append_async([entry]),
-                             *(self._kill_session(sid, request.reason) for sid in targets))
+        self._later(self._push())
+        await asyncio.gather(asyncio.to_thread(self._insert, row), self._audit.append_async([entry]),
+                             *(self._end_session(sid, request.reason) for sid in targets))
+        self._later(self._remove_containers(targets))
         log.warning("revoked", revocation_id=row.id, scope=request.scope, agent_id=request.agent_id,
                     session_id=request.session_id, tool=request.tool, reason=request.reason, killed=targets)
-        return row
 
-    async def _push(self, row: Revocation) -> None:
-        """Add the revocation to the policy data in force (pushes are serialized, each carries all before it)."""
+    def revoked(self, agent_id: str, session_id: str, tool: str) -> list[str]:
+        """Why this call is revoked (the policy library's wording), or nothing; checked before the policy."""
+        details = []
+        data = self._data
+        for entry, text in (
+            (data["agents"].get(agent_id), f"agent {json.dumps(agent_id)} is revoked"),
+            (data["sessions"].get(session_id), f"session {json.dumps(session_id)} is revoked"),
+            (data["tools"].get(agent_id, {}).get(tool),
+             f"tool {json.dumps(tool)} is revoked for agent {json.dumps(agent_id)}"),
+        ):
+            if entry is not None:
+                details.append(f"{text}: {entry['reason']}" if isinstance(entry.get("reason"), str) else text)
+        return sorted(details)
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background; `settle` waits for it."""
+        task = asyncio.create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _push(self) -> None:
         async with self._data_lock:
-            self._add_to_data(row)
-            await asyncio.to_thread(self._policy.set_revocations, copy.deepcopy(self._data))
+            try:
+                await asyncio.to_thread(self._policy.set_revocations, copy.deepcopy(self._data))
+            except Exception:
+                log.exception("revocations push to the policy engine failed; the gateway's own check still denies")
+
+    async def settle(self) -> None:
+        """Wait for the background work of earlier revocations (policy pushes, container removals)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     def _insert(self, row: Revocation) -> None:
         with Session(self._engine, expire_on_commit=False) as db:
@@ -100,6 +147,17 @@ class Enforcer:
         elif row.scope == "tool" and row.tool:
             self._data["tools"].setdefault(row.agent_id, {})[row.tool] = entry
 
+    def _remove_from_data(self, row: Revocation) -> None:
+        """Drop a lifted revocation from the data in force (only that one: a newer one for the same target stays)."""
+        if row.scope == "agent":
+            holder, key = self._data["agents"], row.agent_id
+        elif row.scope == "session":
+            holder, key = self._data["sessions"], row.session_id
+        else:
+            holder, key = self._data["tools"].get(row.agent_id, {}), row.tool
+        if key is not None and holder.get(key, {}).get("id") == row.id:
+            del holder[key]
+
     async def _sessions_to_kill(self, request: RevocationRequest) -> list[str]:
         if request.scope == "agent":
             return await asyncio.to_thread(self._sessions.active_ids, request.agent_id)
@@ -107,18 +165,30 @@ class Enforcer:
             return [request.session_id]
         return []
 
-    async def _kill_session(self, session_id: str, reason: str) -> None:
-        await self._sandbox.kill(session_id)
+    def _local_targets(self, request: RevocationRequest) -> list[str]:
+        """The affected sessions this process runs, known without a database read."""
+        if request.scope == "agent":
+            return self._sessions.live_ids(request.agent_id)
+        return [request.session_id] if request.scope == "session" and request.session_id else []
+
+    async def _end_session(self, session_id: str, reason: str) -> None:
+        self._sandbox.halt(session_id)
         await asyncio.to_thread(self._sessions.end, session_id, "revoked", reason)
+
+    async def _remove_containers(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            try:
+                await self._sandbox.kill(session_id)
+            except Exception:
+                log.exception("removing a revoked session's container failed", session_id=session_id)
 
     async def lift(self, revocation_id: str, lifted_by: str) -> Revocation | None:
         """Lift an active revocation; the next decision no longer sees it, and the agent's raised risk is reset."""
         row = await asyncio.to_thread(self._revocations.lift, revocation_id, lifted_by)
         if row is None:
             return None
-        async with self._data_lock:
-            self._data = await asyncio.to_thread(self._revocations.policy_data)
-            await asyncio.to_thread(self._policy.set_revocations, copy.deepcopy(self._data))
+        self._remove_from_data(row)
+        await self._push()
         self.risk.clear(row.agent_id)
         await self._audit.append_async([AuditEntry(
             kind="revocation_lifted", agent_id=row.agent_id, session_id=row.session_id, tool=row.tool,
@@ -160,8 +230,22 @@ class Enforcer:
         if scope is None or (scope == "tool" and not verdict.tool):
             await record
             return
-        await asyncio.gather(record, self.revoke(RevocationRequest(
+        request = RevocationRequest(
             scope=scope, agent_id=verdict.agent_id, session_id=verdict.session_id or None,
             tool=verdict.tool if scope == "tool" else None, reason=reason if by else f"detector: {reason}",
             source="admin" if by else "detector", created_by=by or "detector", score=verdict.score,
-            call_id=verdict.call_id)))
+            call_id=verdict.call_id)
+        if by is not None:
+            await asyncio.gather(record, self.revoke(request))
+            return
+        # The detector's revocation is in force before this returns (the agent's next call waits for it); its
+        # records are committed right after, without holding up that call.
+        row = self._in_force(request)
+        self._later(self._durably(record, self._record(row, request)))
+
+    @staticmethod
+    async def _durably(*records: Awaitable[Any]) -> None:
+        try:
+            await asyncio.gather(*records)
+        except Exception:
+            log.exception("recording a detector revocation failed; it is in force in this process")

@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -100,6 +101,7 @@ class CallPipeline:
     max_output_bytes: int
     barrier_timeout_s: float
     egress: EgressGrants
+    revoked: Callable[[str, str, str], list[str]] | None = None
     facts: CallFacts | None = None
     approvals: ApprovalDesk | None = None
     shadow: ShadowRecorder | None = None
@@ -143,12 +145,16 @@ class CallPipeline:
     async def _decide_and_run(self, principal: PrincipalView, session: LiveSession, tool: Tool,
                               args: dict[str, Any], request_meta: dict[str, Any], call_id: str,
                               observer: CallObserver | None = None) -> CallOutcome:
+        revoked = self.revoked(principal.id, session.id, tool.name) if self.revoked is not None else []
         history, rates = (await asyncio.to_thread(self.facts.gather, session.id, principal.id, tool.name)
-                          if self.facts is not None else ([], RateCounts()))
+                          if self.facts is not None and not revoked else ([], RateCounts()))
         features = self.feed.features(principal.id, tool.name, args)
         decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates)
         decide_started = time.perf_counter_ns()
-        decision = self.risk.amend(principal.id, await asyncio.to_thread(self.policy.decide, decision_input))
+        if revoked:
+            decision = Decision(allow=False, reasons=["revoked", *revoked], revision=self.policy.revision)
+        else:
+            decision = self.risk.amend(principal.id, await asyncio.to_thread(self.policy.decide, decision_input))
         decide_ns = time.perf_counter_ns() - decide_started
         redacted_input, redacted_decision = self.redactor.redact_decision(
             decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,10 @@ class Gateway:
     async def start(self) -> None:
         """Migrate, bootstrap the admin, load revocations, reap stale containers, start the detector."""
         settings = self.settings
+        # Blocking work (policy evaluator round trips, Docker SDK calls, database reads) runs in threads; the
+        # default pool (CPUs + 4) starves under many concurrent sessions.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="bastion"))
         if settings.mode == "local":
             await asyncio.to_thread(migrate, settings.database_url)
         self.audit.start()
@@ -141,7 +146,7 @@ class Gateway:
             sessions=self.sessions, redactor=AuditRedactor(settings.redact_fields, self._redaction_key()),
             events=self.worker, gate=self.gate, default_timeout_s=settings.call_timeout_s,
             max_output_bytes=settings.max_output_bytes, barrier_timeout_s=settings.detector_barrier_timeout_s,
-            egress=self.egress,
+            egress=self.egress, revoked=self.enforcer.revoked,
             facts=CallFacts(self.engine), approvals=self.approvals, shadow=self.policy_control,
             limiter=self.limiter, arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth),
             risk=self.risk, feed=self.feed)
@@ -179,6 +184,7 @@ class Gateway:
             await self.watcher.stop()
         if self.worker is not None:
             await self.worker.stop()
+        await self.enforcer.settle()
         try:
             if self.feed is not None:
                 await asyncio.to_thread(self.feed.memory.save, self._novelty_path)

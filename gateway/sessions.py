@@ -90,6 +90,11 @@ class SessionStore:
                 query = query.where(SandboxSession.agent_id == agent_id)
             return list(db.exec(query))
 
+    def live_ids(self, agent_id: str) -> list[str]:
+        """Ids of this process's sessions of one agent that are not finished (from memory, no database read)."""
+        return [live.id for live in list(self._live.values())
+                if live.agent_id == agent_id and live.status in {"starting", "active"}]
+
     def fail_all_active(self, reason: str) -> list[str]:
         """Mark every active session failed (used at start, when their containers were reaped)."""
         ids = self.active_ids()

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     port: int = 8080
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
+    worker_threads: int = Field(default=64, ge=4, le=1024)
 
     policy_dir: Path | None = None
     policy_backend: Literal["embedded", "opa"] = "embedded"

@@ -17,6 +17,7 @@ from typing import Any
 import pydantic
 import structlog
 
+from sandbox import halt
 from sandbox.container import (
     OWNER_LABEL,
     POOL_LABEL,
@@ -212,6 +213,12 @@ class DockerRuntime:
         shutil.rmtree(self._sessions_dir / session_id, ignore_errors=True)
         return expired or bool(leftovers)
 
+    def halt(self, session_id: str) -> bool:
+        """Kill every process of the session's container now (SIGKILL to its init through a pidfd), without
+        waiting for the engine; `kill` removes the container. False when that is not possible here."""
+        session = self._sessions.get(session_id)
+        return session is not None and self._require_launcher().stop_now(session.sandbox)
+
     async def reap(self, live_session_ids: set[str]) -> list[str]:
         """Remove this owner's containers, cold and pooled, that serve no live session; return their ids."""
         keep = live_session_ids | set(self._creating)
@@ -398,6 +405,8 @@ class DockerRuntime:
     async def _close_sockets(sandbox: Sandbox) -> None:
         await sandbox.link.close()
         await sandbox.egress.close()
+        halt.close(sandbox.init_pidfd)
+        sandbox.init_pidfd = None
 
     def _make_proxy(self, socket_path: Path) -> EgressProxy:
         return EgressProxy(

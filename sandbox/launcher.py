@@ -9,6 +9,7 @@ from pathlib import Path
 
 from docker.models.containers import Container
 
+from sandbox import halt
 from sandbox.container import container_options
 from sandbox.egress import SOCKET_NAME as EGRESS_SOCKET
 from sandbox.egress import EgressProxy
@@ -31,6 +32,7 @@ class Sandbox:
     socket_dir: Path
     link: ExecutorLink
     egress: EgressProxy
+    init_pidfd: int | None = None
 
 
 class Launcher:
@@ -84,6 +86,7 @@ class Launcher:
             )
             try:
                 await self._wait_for_executor(container, link)
+                await self._engine.call("inspecting the sandbox container", container.reload)
             except BaseException:
                 with contextlib.suppress(SandboxError):
                     await self._engine.remove(container.id, fence)
@@ -93,15 +96,25 @@ class Launcher:
             await egress.close()
             shutil.rmtree(socket_dir, ignore_errors=True)
             raise
-        return Sandbox(container.id, fence, socket_dir, link, egress)
+        pidfd = halt.open_init(int(container.attrs.get("State", {}).get("Pid") or 0), container.id)
+        return Sandbox(container.id, fence, socket_dir, link, egress, pidfd)
+
+    @staticmethod
+    def stop_now(sandbox: Sandbox) -> bool:
+        """Kill every process of the sandbox at once (SIGKILL to its init); False when that is not possible here."""
+        return sandbox.init_pidfd is not None and halt.kill_now(sandbox.init_pidfd)
 
     async def discard(self, sandbox: Sandbox) -> bool:
-        """Close the sandbox's sockets and remove its container (only that container); True if it was there."""
+        """Kill the sandbox's processes, close its sockets and remove its container (only that container); True
+        if it was there."""
+        self.stop_now(sandbox)
         await sandbox.link.close()
         await sandbox.egress.close()
         try:
             return await self._engine.remove(sandbox.container_id, sandbox.fence)
         finally:
+            halt.close(sandbox.init_pidfd)
+            sandbox.init_pidfd = None
             shutil.rmtree(sandbox.socket_dir, ignore_errors=True)
 
     async def _wait_for_executor(self, container: Container, link: ExecutorLink) -> None:

@@ -25,6 +25,11 @@ class SandboxRuntime(Protocol):
         """Like `run`, yielding output chunks as they arrive and then the result."""
         ...
 
+    def halt(self, session_id: str) -> bool:
+        """Kill every process of the session's container at once, without waiting for the engine; False when that
+        is not possible here (then `kill` is the way)."""
+        ...
+
     async def kill(self, session_id: str, *, container_id: str | None = None) -> bool:
         """Kill and remove the session's own container (only `container_id`, when given); True if it had one."""
         ...

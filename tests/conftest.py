@@ -109,6 +109,16 @@ def running_gateway(tmp_path_factory: pytest.TempPathFactory, detector_checkpoin
     running.stop()
 
 
+def session_containers_removed(client: docker.DockerClient, session_id: str, within_s: float = 30) -> bool:
+    """Wait until no container of the session is left: a revoked session's processes die before the denial and
+    its container is removed right after, in the background."""
+    labels = {"label": f"bastion.session={session_id}"}
+    deadline = time.monotonic() + within_s
+    while client.containers.list(all=True, filters=labels) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not client.containers.list(all=True, filters=labels)
+
+
 def tempfile_short(prefix: str) -> str:
     """A short temporary directory (Unix socket paths must stay under 108 bytes)."""
     path = Path("/tmp") / f"bst-{prefix}-{uuid.uuid4().hex[:8]}"

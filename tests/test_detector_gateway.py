@@ -20,7 +20,14 @@ from gateway.cli import app
 from gateway.detector_labels import DetectorLabels
 from gateway.detector_training import AuditWindow, sessions_from_audit
 from gateway.pipeline import EventSink
-from tests.conftest import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
+from tests.conftest import (
+    Agent,
+    RunningGateway,
+    gateway_settings,
+    serve_gateway,
+    session_containers_removed,
+    tempfile_short,
+)
 from tests.test_gateway_path import PTRACE_CODE
 
 EGRESS_CODE = (
@@ -162,7 +169,7 @@ def test_monitor_mode_records_a_detection_without_acting(detector_gateway: Detec
     assert gw.call(dev, sid, "python.run", code=PTRACE_CODE).status_code == 200
     after = gw.call(dev, sid, "shell.run", command="true")
     assert after.status_code == 403 and "revoked" in after.json()["reasons"]
-    assert _containers(sid) == []
+    assert session_containers_removed(docker.from_env(), sid)
     modes = [r["result"] for r in gw.audit(kind="detector_mode", agent_id=dev.agent_id)]
     assert [(m["mode"], m["scope"]) for m in modes] == [("monitor", dev.agent_id), (None, dev.agent_id)]
 

@@ -6,7 +6,7 @@ import socket
 import docker
 import httpx
 
-from tests.conftest import Agent, RunningGateway
+from tests.conftest import Agent, RunningGateway, session_containers_removed
 
 PTRACE_CODE = (
     "import ctypes, platform\n"
@@ -107,7 +107,7 @@ def test_seccomp_kill_revokes_the_agent_live(http: httpx.Client, make_agent, doc
     assert result["exit_code"] == 159 and result["seccomp_killed"] is True
     after = _call(http, dev, sid, "shell.run", command="echo still here")
     assert after.status_code == 403 and "revoked" in after.json()["reasons"]
-    assert _containers(docker_client, sid) == []
+    assert session_containers_removed(docker_client, sid)
     assert http.get(f"/v1/sessions/{sid}", headers=dev.headers).json()["status"] == "revoked"
     assert http.post("/v1/sessions", headers=dev.headers).status_code == 403
     revocations = http.get("/v1/revocations", params={"agent_id": dev.agent_id, "active": True},
@@ -128,7 +128,7 @@ def test_manual_revocation_and_lift(http: httpx.Client, make_agent, docker_clien
     assert created.status_code == 201, created.text
     after = _call(http, dev, sid, "shell.run", command="true")
     assert after.status_code == 403 and "revoked" in after.json()["reasons"]
-    assert _containers(docker_client, sid) == []
+    assert session_containers_removed(docker_client, sid)
     agent_rev = http.post("/v1/revocations", headers=running_gateway.admin,
                           json={"scope": "agent", "agent_id": dev.agent_id, "reason": "key leaked"})
     assert agent_rev.status_code == 201

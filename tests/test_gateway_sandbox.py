@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import docker.errors
 import httpx
 import pytest
 
@@ -276,3 +277,29 @@ def test_sessions_come_from_the_warm_pool_and_it_refills(detector_checkpoint: Pa
     assert answer.status_code == 200 and answer.json()["result"]["stdout"] == "65534\n"
     assert container.labels.get("bastion.pool") == running.gateway.sandbox.owner
     assert refilled
+
+
+def test_revocations_hold_even_under_a_policy_that_forgets_them(detector_checkpoint: Path, sandbox_image: str,
+                                                                docker_client: docker.DockerClient) -> None:
+    policy_dir = Path(tempfile_short("pol"))
+    (policy_dir / "decision.rego").write_text(
+        'package bastion.authz\n\nimport rego.v1\n\ndecision := {"allow": true, "reasons": [], "obligations": {}}\n')
+    running = serve_gateway(gateway_settings(Path(tempfile_short("rv")), detector_checkpoint, sandbox_image,
+                                             policy_dir=policy_dir, detector_mode="monitor"))
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as http:
+            headers = _agent(http, running, "developer")
+            sid = http.post("/v1/sessions", headers=headers).json()["session_id"]
+            container_id = running.gateway.sandbox.container_of(sid)
+            call = {"tool": "shell.run", "args": {"command": "true"}}
+            before = http.post(f"/v1/sessions/{sid}/calls", json=call, headers=headers)
+            revoked = http.post("/v1/revocations", headers=running.admin,
+                                json={"scope": "session", "session_id": sid, "reason": "responder: stop"})
+            after = http.post(f"/v1/sessions/{sid}/calls", json=call, headers=headers)
+    finally:
+        running.stop()
+    assert before.status_code == 200 and revoked.status_code == 201
+    assert after.status_code == 403
+    assert after.json()["reasons"] == ["revoked", f'session "{sid}" is revoked: responder: stop']
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container_id)

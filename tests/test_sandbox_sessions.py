@@ -237,3 +237,18 @@ async def test_a_container_removed_behind_the_runtime_reports_container_gone(
     await runtime.create(SessionSpec(session_id=session_id, agent_id="agent-1"))
     assert (await sh(runtime, session_id, "echo", "again")).stdout == "again\n"
     await runtime.kill(session_id)
+
+
+async def test_killing_a_session_stops_every_process_before_the_engine_removes_it(
+    runtime: DockerRuntime, docker_client: docker.DockerClient
+) -> None:
+    session_id = new_id("halt")
+    container_id = await runtime.create(SessionSpec(session_id=session_id, agent_id="agent"))
+    await sh(runtime, session_id, "/bin/sh", "-c", "sleep 300 >/dev/null 2>&1 &")
+    assert runtime.halt(session_id)
+    container = docker_client.containers.get(container_id)
+    await eventually(lambda: (container.reload(), container.status)[1] == "exited")
+    assert container.attrs["State"]["ExitCode"] == 137
+    assert await runtime.kill(session_id)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container_id)
