@@ -42,9 +42,13 @@ class CallStream:
     async def lines(self, call: asyncio.Task[CallOutcome]) -> AsyncIterator[bytes]:
         """Every line of the call, ending with its result or the problem that stopped it."""
         item = self._first
-        while item is not None:
-            yield _line(item)
-            item = await self._queue.get()
+        try:
+            while item is not None:
+                yield _line(item)
+                item = await self._queue.get()
+        finally:
+            if not call.done():  # the client went away: stop the call (its process is killed, audit says why)
+                call.cancel()
         try:
             outcome = call.result()
         except Problem as problem:

@@ -18,6 +18,11 @@ def get_gateway(request: Request) -> Gateway:
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
+
+async def revocations_recorded(gateway: GatewayDep) -> None:
+    """Readers of revocations and of the audit log first wait until every revocation in force is committed."""
+    await gateway.enforcer.recorded()
+
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 

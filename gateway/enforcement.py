@@ -60,6 +60,7 @@ class Enforcer:
         self._data: dict[str, Any] = {"agents": {}, "sessions": {}, "tools": {}}
         self._data_lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
+        self._recording: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         """Push the stored active revocations into the policy data."""
@@ -115,11 +116,18 @@ class Enforcer:
                 details.append(f"{text}: {entry['reason']}" if isinstance(entry.get("reason"), str) else text)
         return sorted(details)
 
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` in the background; `settle` waits for it."""
+    def _later(self, work: Coroutine[Any, Any, None], *also: set[asyncio.Task[None]]) -> None:
+        """Run `work` in the background; `settle` waits for it (and so do the readers of any set in `also`)."""
         task = asyncio.create_task(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        for tasks in (self._pending, *also):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def recorded(self) -> None:
+        """Wait until every revocation in force is also committed (row, audit record): readers of revocations
+        and of the audit log call this first, so a denial is never seen before its revocation."""
+        while self._recording:
+            await asyncio.gather(*list(self._recording), return_exceptions=True)
 
     async def _push(self) -> None:
         async with self._data_lock:
@@ -241,7 +249,7 @@ class Enforcer:
         # The detector's revocation is in force before this returns (the agent's next call waits for it); its
         # records are committed right after, without holding up that call.
         row = self._in_force(request)
-        self._later(self._durably(record, self._record(row, request)))
+        self._later(self._durably(record, self._record(row, request)), self._recording)
 
     @staticmethod
     async def _durably(*records: Awaitable[Any]) -> None:

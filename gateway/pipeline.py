@@ -201,6 +201,13 @@ class CallPipeline:
         try:
             with self.egress.granted(session.id, call_id, principal.id, tool.name, obligations.egress, tool.egress):
                 result = await self._run(session.id, tool, request, observer)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._append(AuditEntry(
+                kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+                tool=tool.name, allow=True, reasons=["cancelled: the client went away"],
+                result={"error": "cancelled", "duration_ms": (time.perf_counter() - started) * 1000},
+                policy_revision=decision.revision), call_id))
+            raise
         except SandboxError as exc:
             await self._append(AuditEntry(
                 kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,

@@ -1,11 +1,12 @@
 """The in-container executor: the sandbox's main process, serving the gateway's requests over one socket.
 
-Stdlib only; started as `python3 -I -S /opt/bastion/executor.py` under Docker's init. It connects to
-the gateway's Unix socket in the read-only `/run/bastion`, says hello, then answers newline-delimited
-JSON requests (`exec`, `read`, `write`, `list`), one thread per request, each with one `result` frame
-(or an `error` frame when the executor itself failed); an `exec` with `"stream": true` first sends its
-output in `chunk` frames as it arrives. It reconnects whenever the link drops. It also relays every TCP
-connection to 127.0.0.1:3128 (the container's own loopback) to the gateway's egress proxy socket.
+Stdlib only; started as `python3 -I -S /opt/bastion/executor.py` under Docker's init. It connects to the
+gateway's Unix socket in the read-only `/run/bastion`, says hello, then answers newline-delimited JSON
+requests (`exec`, `read`, `write`, `list`; `cancel` kills what a request left running), one thread per
+request, each with one `result` frame (or an `error` frame when the executor itself failed); an `exec` with
+`"stream": true` first sends its output in `chunk` frames as it arrives. It reconnects whenever the link
+drops. It also relays every TCP connection to 127.0.0.1:3128 (the container's own loopback) to the gateway's
+egress proxy socket.
 """
 
 import codecs
@@ -65,23 +66,30 @@ class Link:
 
 
 class ProcessGroups:
-    """The process groups of calls in flight, so they can be killed when the link drops."""
+    """The process groups of calls in flight by request id, so they can be killed when the link drops or the
+    gateway cancels the request."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._groups: set[int] = set()
+        self._groups: dict[object, int] = {}
 
-    def add(self, pgid: int) -> None:
+    def add(self, request_id: object, pgid: int) -> None:
         with self._lock:
-            self._groups.add(pgid)
+            self._groups[request_id] = pgid
 
-    def discard(self, pgid: int) -> None:
+    def discard(self, request_id: object) -> None:
         with self._lock:
-            self._groups.discard(pgid)
+            self._groups.pop(request_id, None)
+
+    def kill(self, request_id: object) -> None:
+        with self._lock:
+            pgid = self._groups.get(request_id)
+        if pgid is not None:
+            kill_group(pgid)
 
     def kill_all(self) -> None:
         with self._lock:
-            groups = list(self._groups)
+            groups = list(self._groups.values())
         for pgid in groups:
             kill_group(pgid)
 
@@ -281,11 +289,12 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
         return failure(127, f"{argv[0]}: command not found")
     except OSError as exc:
         return failure(126, f"{argv[0]}: {exc.strerror or exc}")
-    RUNNING.add(proc.pid)
+    request_id = request.get("id")
+    RUNNING.add(request_id, proc.pid)
     try:
         stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
     finally:
-        RUNNING.discard(proc.pid)
+        RUNNING.discard(request_id)
     duration_ms = (time.monotonic() - started) * 1000.0
     code = proc.returncode
     sig = -code if code < 0 else None
@@ -464,6 +473,9 @@ def serve(sock: socket.socket) -> None:
             except ValueError:
                 continue
             if not isinstance(request, dict):
+                continue
+            if request.get("op") == "cancel":
+                RUNNING.kill(request.get("target"))
                 continue
             try:
                 threading.Thread(target=handle, args=(link, request), daemon=True).start()

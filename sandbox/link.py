@@ -4,6 +4,8 @@ Frames are newline-delimited JSON. The executor connects, sends `{"type": "hello
 then answers each `{"id", "op", ...}` request with one `{"id", "type": "result", ...}` frame (or
 `{"id", "type": "error", "message"}` when the executor itself failed). A request with `"stream": true`
 also gets `{"id", "type": "chunk", "stream", "data"}` frames as its output arrives, before its result.
+A request abandoned before its result (timed out, or its caller cancelled) is followed by
+`{"op": "cancel", "target": id}`, which kills what it left running; the executor answers it with nothing.
 """
 
 import asyncio
@@ -98,6 +100,7 @@ class ExecutorLink:
         request_id = next(self._ids)
         replies: asyncio.Queue[Frame | LinkDown] = asyncio.Queue()
         self._pending[request_id] = replies
+        answered = False
         try:
             try:
                 self._writer.write(json.dumps({**frame, "id": request_id}).encode() + b"\n")
@@ -108,8 +111,10 @@ class ExecutorLink:
                         raise reply
                     if reply.get("type") == "error":
                         raise SandboxError(f"the executor of session {self.session_id} failed: {reply.get('message')}")
-                    yield reply
                     if reply.get("type") == "result":
+                        answered = True
+                    yield reply
+                    if answered:
                         return
             except TimeoutError:
                 raise SandboxError(
@@ -119,6 +124,14 @@ class ExecutorLink:
                 raise LinkDown(f"the executor link of session {self.session_id} failed: {exc}") from exc
         finally:
             self._pending.pop(request_id, None)
+            if not answered:
+                self._cancel(request_id)
+
+    def _cancel(self, request_id: int) -> None:
+        """Tell the executor to kill what a request left running (its caller gave up on it); best effort."""
+        if self._writer is not None and not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self._writer.write(json.dumps({"op": "cancel", "target": request_id, "id": 0}).encode() + b"\n")
 
     async def close(self) -> None:
         """Stop listening, drop the executor connection and fail the calls still waiting."""

@@ -303,3 +303,26 @@ def test_revocations_hold_even_under_a_policy_that_forgets_them(detector_checkpo
     assert after.json()["reasons"] == ["revoked", f'session "{sid}" is revoked: responder: stop']
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container_id)
+
+
+def test_a_stream_the_client_abandons_is_cancelled_and_its_process_killed(
+    http: httpx.Client, make_agent, running_gateway: RunningGateway
+) -> None:
+    dev = make_agent("developer")
+    sid = http.post("/v1/sessions", headers=dev.headers).json()["session_id"]
+    command = "echo started; sleep 60; echo done > /workspace/finished"
+    with http.stream("POST", f"/v1/sessions/{sid}/calls:stream", headers=dev.headers,
+                     json={"tool": "shell.run", "args": {"command": command}}) as streamed:
+        lines = streamed.iter_lines()
+        call_id = json.loads(next(lines))["call_id"]
+        assert json.loads(next(lines)) == {"type": "chunk", "stream": "stdout", "data": "started\n"}
+    for _ in range(200):
+        records = http.get("/v1/audit", params={"call_id": call_id}, headers=running_gateway.admin).json()["records"]
+        if len(records) == 2:
+            break
+        time.sleep(0.05)
+    procs = http.post(f"/v1/sessions/{sid}/calls", headers=dev.headers, json={
+        "tool": "shell.run", "args": {"command": "cat /proc/[0-9]*/comm"}}).json()["result"]["stdout"]
+    assert [(r["kind"], r["reasons"]) for r in records] == [
+        ("decision", []), ("result", ["cancelled: the client went away"])]
+    assert "sleep" not in procs.split()

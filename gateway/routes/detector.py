@@ -4,12 +4,12 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from detector.types import Verdict
 from gateway.audit import AuditEntry
-from gateway.deps import AdminPrincipal, GatewayDep
+from gateway.deps import AdminPrincipal, GatewayDep, revocations_recorded
 from gateway.detector_controls import Mode
 from gateway.detector_labels import Label
 from gateway.detector_reload import checkpoint_summary
@@ -18,7 +18,7 @@ from gateway.models import DetectorAnnotation, DetectorSuppression, utcnow
 from gateway.problems import Problem
 from gateway.service import Gateway
 
-router = APIRouter(prefix="/v1/detector", tags=["detector"])
+router = APIRouter(prefix="/v1/detector", tags=["detector"], dependencies=[Depends(revocations_recorded)])
 
 
 class DetectorStatus(BaseModel):

@@ -4,17 +4,17 @@ import asyncio
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, model_validator
 
 from gateway.audit import AuditEntry
-from gateway.deps import AdminPrincipal, GatewayDep
+from gateway.deps import AdminPrincipal, GatewayDep, revocations_recorded
 from gateway.detector_labels import Label
 from gateway.enforcement import RevocationRequest
 from gateway.models import DetectorAnnotation, Revocation
 from gateway.problems import Problem
 
-router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
+router = APIRouter(prefix="/v1/revocations", tags=["revocations"], dependencies=[Depends(revocations_recorded)])
 
 
 class RevocationCreate(BaseModel):
