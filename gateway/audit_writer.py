@@ -25,6 +25,7 @@ from gateway.models import utcnow
 log = structlog.get_logger()
 
 Outcome = list[ChainedRecord] | AuditStoreError
+WATCH_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class _Pending:
     future: Future[list[ChainedRecord]] | None = None
     loop: asyncio.AbstractEventLoop | None = None
     waiter: asyncio.Future[list[ChainedRecord]] | None = None
+    deadline: float = 0.0
 
 
 class GroupCommitWriter:
@@ -72,6 +74,7 @@ class GroupCommitWriter:
         self._started_at = utcnow()
         self._in_progress = 0
         self._connection: Connection | None = None
+        self._watched: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self.stats = WriterStats()
 
     @property
@@ -105,14 +108,34 @@ class GroupCommitWriter:
     async def append_async(self, entries: Sequence[AuditEntry]) -> list[ChainedRecord]:
         """`append` for a coroutine: waits on its event loop, and in a thread only while the queue is full."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(list(entries), loop=loop, waiter=loop.create_future())
+        pending = _Pending(list(entries), loop=loop, waiter=loop.create_future(),
+                           deadline=loop.time() + self._config.commit_timeout_s)
         if not self._offer(pending, block=False):
             await asyncio.to_thread(self._offer, pending, True)
+        self._watch(loop, pending)
+        return await pending.waiter  # type: ignore[misc]
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
+        """Fail the append if it is not committed by its deadline. One watchdog per event loop checks every
+        waiter a few times a second (a timer per append costs more than the commit itself under load)."""
+        watched = self._watched.get(loop)
+        if watched is None:
+            watched = self._watched[loop] = []
+            loop.create_task(self._watchdog(loop, watched), name="audit-commit-watchdog")
+        watched.append(pending)
+
+    async def _watchdog(self, loop: asyncio.AbstractEventLoop, watched: list[_Pending]) -> None:
         try:
-            async with asyncio.timeout(self._config.commit_timeout_s):
-                return await pending.waiter  # type: ignore[misc]
-        except TimeoutError as exc:
-            raise self._late() from exc
+            while watched:
+                await asyncio.sleep(WATCH_INTERVAL_S)
+                now = loop.time()
+                for pending in watched:
+                    waiter = pending.waiter
+                    if waiter is not None and not waiter.done() and now >= pending.deadline:
+                        waiter.set_exception(self._late())
+                watched[:] = [pending for pending in watched if pending.waiter and not pending.waiter.done()]
+        finally:
+            self._watched.pop(loop, None)
 
     def _offer(self, pending: _Pending, block: bool) -> bool:
         if self._thread is None or self._closed:

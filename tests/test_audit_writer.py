@@ -176,6 +176,13 @@ async def test_async_appends_from_the_event_loop_are_batched(engine: Engine) -> 
     assert AuditLog(engine).verify().ok
 
 
+async def test_an_async_append_not_committed_in_time_fails_closed(engine: Engine) -> None:
+    log = AuditLog(engine, config=WriterConfig(commit_timeout_s=0.5))
+    with chain_lock_held(engine), pytest.raises(AuditStoreError, match=r"did not commit within 0\.5s"):
+        await log.append_async(_entries("stuck", 0))
+    await asyncio.to_thread(log.close)
+
+
 def _append_from_process(url: str, writer: str, appends: int) -> None:
     """Run in a separate process: append `appends` calls through its own log and writer."""
     engine = make_engine(url)
