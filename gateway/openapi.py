@@ -71,6 +71,12 @@ def problem_response(status: int) -> dict[str, Any]:
         "schema": {"$ref": "#/components/schemas/Problem"}, "example": example}}}
 
 
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that answers these problem statuses beyond the ones every route documents
+    (the full problem+json response objects are filled in when the document is built)."""
+    return {status: {"description": _EXAMPLES[status][1]} for status in statuses}
+
+
 def _needs_auth(dependant: Dependant) -> bool:
     return any(dep.call is get_principal or _needs_auth(dep) for dep in dependant.dependencies)
 
@@ -110,7 +116,8 @@ def install_openapi(app: FastAPI) -> None:
                 if operation is None:
                     continue
                 responses = operation.setdefault("responses", {})
-                for status in _statuses(route, method.lower(), operation):
+                declared = [int(code) for code in responses if code.isdigit() and int(code) >= 400]
+                for status in {*_statuses(route, method.lower(), operation), *declared} & set(_EXAMPLES):
                     responses[str(status)] = problem_response(status)
                 if _needs_auth(route.dependant):
                     operation["security"] = [{"bearer": []}]

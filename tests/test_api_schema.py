@@ -20,7 +20,7 @@ from tests.conftest import RunningGateway, gateway_settings, serve_gateway, temp
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 EXAMPLES_PER_OPERATION = 10
 AGENT_TAGS = {"sessions"}
-FUZZED_TAGS = {"health", "agents", "sessions", "tools", "revocations", "approvals"}
+FUZZED_TAGS = {"health", "agents", "sessions", "tools", "revocations", "approvals", "audit", "policies", "detector"}
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,11 @@ async def audit_counts(_admin: AdminPrincipal, gateway: GatewayDep, wanted: Audi
                                                     for c in counts])
 
 
-@router.get("/export")
+_EXPORT_CONTENT = {media: {"schema": {"type": "string"}} for media in sorted(set(MEDIA_TYPES.values()))}
+
+
+@router.get("/export", response_class=StreamingResponse, responses={200: {
+    "description": "The records, streamed: JSON Lines (`jsonl`, `opa`) or CSV (`csv`).", "content": _EXPORT_CONTENT}})
 def export_audit(_admin: AdminPrincipal, gateway: GatewayDep, wanted: AuditQuery,
                  fmt: Annotated[ExportFormat, Query(alias="format")] = "jsonl") -> StreamingResponse:
     """Every matching record, streamed in chain order as JSON Lines, CSV or OPA decision-log events."""

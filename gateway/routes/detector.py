@@ -15,6 +15,7 @@ from gateway.detector_labels import Label
 from gateway.detector_reload import checkpoint_summary
 from gateway.keys import new_id
 from gateway.models import DetectorAnnotation, DetectorSuppression, utcnow
+from gateway.openapi import problems
 from gateway.problems import Problem
 from gateway.service import Gateway
 
@@ -247,7 +248,7 @@ async def lift_suppression(suppression_id: str, admin: AdminPrincipal, gateway: 
     return SuppressionPublic.of(row)
 
 
-@router.post("/annotations", status_code=201, response_model=AnnotationPublic)
+@router.post("/annotations", status_code=201, response_model=AnnotationPublic, responses=problems(404))
 async def label_session(body: SessionLabel, admin: AdminPrincipal, gateway: GatewayDep) -> AnnotationPublic:
     """Label a session false or true positive; the next `bastion detector train` uses or excludes it."""
     session = await gateway.sessions.get(body.session_id)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from gateway.audit import AuditStoreError
 from gateway.deps import AdminPrincipal, GatewayDep
 from gateway.models import PolicyState, PolicyVersion, ShadowResult
+from gateway.openapi import problems
 from gateway.policy_store import ShadowUnsupported, StaleState, upload_of
 from gateway.problems import Problem
 from gateway.service import Gateway
@@ -96,7 +97,7 @@ class Rollback(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    to: int | None = None
+    to: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class Replay(BaseModel):
@@ -113,7 +114,7 @@ class EvalRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
     input: dict[str, Any]
-    version: int | None = None
+    version: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class ShadowDifference(BaseModel):
@@ -194,8 +195,9 @@ async def list_policies(_admin: AdminPrincipal, gateway: GatewayDep) -> PolicyLi
                          versions=[PolicyVersionSummary.of(row) for row in rows])
 
 
-@router.get("/diff")
-async def diff_policies(a: int, b: int, _admin: AdminPrincipal, gateway: GatewayDep) -> dict[str, Any]:
+@router.get("/diff", responses=problems(404))
+async def diff_policies(a: Annotated[int, Query(ge=0, le=2**31 - 1)], b: Annotated[int, Query(ge=0, le=2**31 - 1)],
+                        _admin: AdminPrincipal, gateway: GatewayDep) -> dict[str, Any]:
     """Unified diffs of every file that differs between versions `a` and `b`."""
     old, new = await _version(gateway, a), await _version(gateway, b)
     old_upload, new_upload = upload_of(old), upload_of(new)
@@ -204,7 +206,7 @@ async def diff_policies(a: int, b: int, _admin: AdminPrincipal, gateway: Gateway
     return {"a": a, "b": b, "files": files}
 
 
-@router.post("/rollback", response_model=PolicyStatePublic)
+@router.post("/rollback", response_model=PolicyStatePublic, responses=problems(404, 409))
 async def rollback_policy(admin: AdminPrincipal, gateway: GatewayDep,
                           body: Rollback | None = None) -> PolicyStatePublic:
     """Put the previously active version (or `to`) back in force on every worker; audited."""
@@ -216,7 +218,7 @@ async def rollback_policy(admin: AdminPrincipal, gateway: GatewayDep,
     return PolicyStatePublic.of(state, gateway.policy.revision)
 
 
-@router.get("/shadow/report", response_model=ShadowReport)
+@router.get("/shadow/report", response_model=ShadowReport, responses=problems(409))
 async def shadow_report(_admin: AdminPrincipal, gateway: GatewayDep,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ShadowReport:
     """Live calls where the shadow version decided differently from the active one."""
@@ -237,7 +239,7 @@ async def stop_shadow(admin: AdminPrincipal, gateway: GatewayDep) -> PolicyState
     return PolicyStatePublic.of(state, gateway.policy.revision)
 
 
-@router.post("/eval")
+@router.post("/eval", responses=problems(404))
 async def eval_policy(body: EvalRequest, _admin: AdminPrincipal, gateway: GatewayDep) -> dict[str, Any]:
     """Decide an input with a version (default: active) and name the rules that produced each reason."""
     explanation = await _answer(gateway.policy_control.explain(body.input, body.version))
