@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 from typing import Any
 
 import httpx
@@ -40,6 +41,17 @@ def check(response: httpx.Response) -> Any:
     if response.is_success:
         return response.json() if response.content else None
     raise error_from_response(response.status_code, _body(response), response.headers.get("retry-after"))
+
+
+def request_headers(base: dict[str, str], method: str, idempotency_key: str | None, retries: int) -> dict[str, str]:
+    """One request's headers: the client's, and an `Idempotency-Key` (generated for a POST that may be retried,
+    so a retry never runs a call twice)."""
+    headers = dict(base)
+    if idempotency_key is None and method == "POST" and retries:
+        idempotency_key = str(uuid.uuid4())
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
 
 
 def retry_wait(response: httpx.Response | None, attempt: int) -> float:

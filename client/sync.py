@@ -1,14 +1,23 @@
 """The synchronous client: `BastionClient`, `Session` (a context manager) and streamed calls."""
 
 import time
-import uuid
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from client._core import DEFAULT_URL, RETRYABLE, base_headers, call_body, check, parse_line, retry_wait, transport_error
+from client._core import (
+    DEFAULT_URL,
+    RETRYABLE,
+    base_headers,
+    call_body,
+    check,
+    parse_line,
+    request_headers,
+    retry_wait,
+    transport_error,
+)
 from client.models import Agent, CallResult, OutputChunk, SessionInfo, ToolInfo, session_body
 
 
@@ -38,11 +47,7 @@ class BastionClient:
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None,
                 idempotency_key: str | None = None) -> Any:
         """Send one API request and return its decoded answer, raising the typed error of a refusal."""
-        headers = dict(self._headers)
-        if idempotency_key is None and method == "POST" and self._max_retries:
-            idempotency_key = str(uuid.uuid4())
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
+        headers = request_headers(self._headers, method, idempotency_key, self._max_retries)
         attempt = 0
         while True:
             response: httpx.Response | None = None
