@@ -271,8 +271,10 @@ class Gateway:
             result={"by": "sandbox", "reason": f"expired: {reason}"})])
 
     async def end_session(self, session: LiveSession, by: str) -> None:
-        """Remove the session's container and mark it ended."""
+        """Remove the session's container and mark it ended (a revoked or failed session keeps its status)."""
         await self.sandbox.kill(session.id)
+        if session.status in {"ended", "revoked", "failed"}:
+            return
         await asyncio.to_thread(self.sessions.end, session.id, "ended", f"ended by {by}")
         self.detector_forget(session.id)
         await asyncio.to_thread(self.audit.append, [AuditEntry(

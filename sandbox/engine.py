@@ -1,7 +1,6 @@
 """The Docker engine behind asyncio: each blocking SDK call runs in a thread, bounded in time, as a SandboxError."""
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -66,9 +65,10 @@ class DockerEngine:
         return set(info.get("Runtimes") or {})
 
     async def labelled(self, labels: dict[str, str]) -> list[Container]:
-        """Every container (running or not) that carries all of `labels`."""
+        """Every container (running or not) that carries all of `labels` (one removed while listing is left out)."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        return await self.call("listing sandbox containers", self.client.containers.list, all=True, filters=filters)
+        return await self.call("listing sandbox containers", self.client.containers.list, all=True, filters=filters,
+                               ignore_removed=True)
 
     async def remove(self, container_id: str, labels: dict[str, str]) -> bool:
         """Remove exactly the container `container_id`, and only if it carries `labels`; True if removed."""
@@ -103,8 +103,13 @@ class DockerEngine:
             return False
         if container.id != container_id or any(container.labels.get(k) != v for k, v in labels.items()):
             return False
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or "already in progress" not in str(exc):
+                raise
         return True
 
     def _describe(self, container_id: str) -> tuple[bool, str]:

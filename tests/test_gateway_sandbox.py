@@ -296,9 +296,12 @@ def test_revocations_hold_even_under_a_policy_that_forgets_them(detector_checkpo
             revoked = http.post("/v1/revocations", headers=running.admin,
                                 json={"scope": "session", "session_id": sid, "reason": "responder: stop"})
             after = http.post(f"/v1/sessions/{sid}/calls", json=call, headers=headers)
+            deleted = http.delete(f"/v1/sessions/{sid}", headers=headers)
+            status = http.get(f"/v1/sessions/{sid}", headers=headers).json()["status"]
     finally:
         running.stop()
     assert before.status_code == 200 and revoked.status_code == 201
+    assert deleted.status_code == 204 and status == "revoked"  # ending it while it is removed is fine
     assert after.status_code == 403
     assert after.json()["reasons"] == ["revoked", f'session "{sid}" is revoked: responder: stop']
     with pytest.raises(docker.errors.NotFound):
