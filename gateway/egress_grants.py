@@ -8,11 +8,12 @@ refused, becomes an `egress` audit record and is handed on to the detector's tap
 """
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gateway.audit import AuditEntry, AuditLog
-from gateway.detector_feed import EgressTap
+from gateway.detector_feed import MAX_SESSIONS, EgressTap
 from policy.obligations import Egress
 from sandbox.proxy_request import authority
 from sandbox.types import EgressAttempt, EgressDecision
@@ -58,11 +59,12 @@ def _plain(name: str) -> str:
 class EgressGrants:
     """The egress allowlists of calls in flight, per session; the authorizer and recorder of the egress proxy."""
 
-    def __init__(self, audit: AuditLog, tap: EgressTap) -> None:
+    def __init__(self, audit: AuditLog, tap: EgressTap, max_sessions: int = MAX_SESSIONS) -> None:
         self._audit = audit
         self._tap = tap
+        self._max_sessions = max_sessions
         self._grants: dict[str, dict[str, Grant]] = {}
-        self._last: dict[str, Grant] = {}
+        self._last: OrderedDict[str, Grant] = OrderedDict()
 
     @contextlib.contextmanager
     def granted(self, session_id: str, call_id: str, agent_id: str, tool: str, egress: Egress | None,
@@ -73,6 +75,9 @@ class EgressGrants:
                       tuple(egress.deny) if egress else (), declared)
         self._grants.setdefault(session_id, {})[call_id] = grant
         self._last[session_id] = grant
+        self._last.move_to_end(session_id)
+        while len(self._last) > self._max_sessions:
+            self._last.popitem(last=False)
         try:
             yield
         finally:
