@@ -3,8 +3,8 @@
 The sandbox's egress proxy asks `authorize` about every destination. A destination may be reached while a
 call of the session is in flight whose obligation lists it (`host`, `host:port` or `*.domain`), and whose tool
 lists it too when the tool declares its destinations (custom tools), and no call in flight lists it under
-`deny` (deny wins); outside a call nothing goes out. Every attempt, allowed or
-refused, becomes an `egress` audit record and is handed on to the detector's tap.
+`deny` (deny wins); outside a call nothing goes out. Every attempt, allowed or refused, becomes an `egress`
+audit record and is handed on to the detector's tap.
 """
 
 import contextlib
