@@ -1,5 +1,6 @@
 """Shared fixtures: a real gateway (real Docker, Rego, SQLite, torch) served over real HTTP."""
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -14,10 +15,13 @@ import docker
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from detector.train import train_default
+from detector.types import Event
 from gateway.app import create_app
+from gateway.db import make_engine, migrate
+from gateway.pipeline import EventSink
 from gateway.settings import Settings
 from sandbox.image import ensure_base_image
 
@@ -44,6 +48,19 @@ def detector_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("detector") / "detector.pt"
     train_default(path)
     return path
+
+
+class EventTee:
+    """Hands every event to the gateway's real detector worker and keeps a copy for the test to read."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.events: list[Event] = []
+
+    def submit(self, event: Event) -> asyncio.Future[object]:
+        """Keep a copy, then pass the event on."""
+        self.events.append(event)
+        return self.sink.submit(event)
 
 
 @dataclass
@@ -153,6 +170,23 @@ def make_agent(http: httpx.Client, running_gateway: RunningGateway):
         return Agent(body["agent_id"], {"Authorization": f"Bearer {body['api_key']}"})
 
     return make
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of each kind: a SQLite file, and a fresh PostgreSQL database."""
+    url = f"sqlite:///{tmp_path / 'bastion.db'}" if request.param == "sqlite" else request.getfixturevalue(
+        "fresh_postgres")
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A SQLAlchemy engine of that database (modules about the policy engine define their own `engine`)."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -18,17 +18,6 @@ from gateway.models import utcnow
 SIGNER = CheckpointSigner(b"s" * 32)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database of each kind."""
-    url = f"sqlite:///{tmp_path / 'audit.db'}" if request.param == "sqlite" else request.getfixturevalue(
-        "fresh_postgres")
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def log(engine: Engine) -> Iterator[AuditLog]:
     """An audit log signing checkpoints only when asked (periodic ones are far apart)."""

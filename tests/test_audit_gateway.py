@@ -1,12 +1,9 @@
 """The audit log through a real gateway on SQLite and PostgreSQL: policy-driven redaction and the HTTP API."""
 
-import asyncio
 import csv
 import io
 import json
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,13 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
-import uvicorn
 from sqlalchemy import create_engine, text
 
-from detector.types import Event
-from gateway.app import create_app
-from gateway.pipeline import EventSink
-from tests.conftest import ADMIN_KEY, gateway_settings, tempfile_short
+from tests.conftest import ADMIN_KEY, EventTee, gateway_settings, serve_gateway, tempfile_short
 
 SECRET = "s3cr3t-STDIN-Zq8xV1"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -43,19 +36,6 @@ deny contains "forbidden command" if contains(object.get(input.args, "command", 
 """
 
 
-class EventTee:
-    """Hands every event to the gateway's real detector worker and keeps a copy for the test to read."""
-
-    def __init__(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.events: list[Event] = []
-
-    def submit(self, event: Event) -> asyncio.Future[object]:
-        """Keep a copy, then pass the event on."""
-        self.events.append(event)
-        return self.sink.submit(event)
-
-
 @dataclass
 class AuditGateway:
     """A gateway with the redacting policy, its database URL and data directory."""
@@ -64,8 +44,6 @@ class AuditGateway:
     database_url: str
     data_dir: Path
     events: EventTee
-    server: uvicorn.Server
-    thread: threading.Thread
     agents: list[dict[str, str]] = field(default_factory=list)
 
     def agent(self, http: httpx.Client) -> tuple[str, dict[str, str]]:
@@ -85,20 +63,12 @@ def audit_gateway(request: pytest.FixtureRequest, detector_checkpoint: Path, san
     with ModuleDatabase(request, data_dir) as database_url:
         settings = gateway_settings(data_dir, detector_checkpoint, sandbox_image, policy_dir=policy_dir,
                                     database_url=database_url)
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 120
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "gateway did not start"
-            time.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        gateway = server.config.app.state.gateway
+        running = serve_gateway(settings)
+        gateway = running.gateway
         tee = EventTee(gateway.pipeline.events)
         gateway.pipeline.events = tee
-        yield AuditGateway(f"http://127.0.0.1:{port}", database_url, data_dir, tee, server, thread)
-        server.should_exit = True
-        thread.join(60)
+        yield AuditGateway(running.url, database_url, data_dir, tee)
+        running.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -14,19 +13,7 @@ from sqlalchemy import Engine
 from gateway.audit import AuditEntry, AuditLog
 from gateway.audit_export import CSV_COLUMNS, export_chunks
 from gateway.audit_query import AuditFilter, audit_stats, query_audit
-from gateway.db import make_engine, migrate
 from gateway.models import utcnow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database of each kind."""
-    url = f"sqlite:///{tmp_path / 'audit.db'}" if request.param == "sqlite" else request.getfixturevalue(
-        "fresh_postgres")
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 @dataclass

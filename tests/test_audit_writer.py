@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -15,26 +14,9 @@ from gateway.audit import AuditEntry, AuditLog, AuditStoreError, WriterConfig
 from gateway.audit_chain import ChainedRecord
 from gateway.audit_checkpoints import CheckpointPolicy, CheckpointSigner
 from gateway.audit_store import RECORDS, lock_chain
-from gateway.db import make_engine, migrate
+from gateway.db import make_engine
 
 SEED = b"w" * 32
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database of each kind."""
-    url = f"sqlite:///{tmp_path / 'audit.db'}" if request.param == "sqlite" else request.getfixturevalue(
-        "fresh_postgres")
-    migrate(url)
-    return url
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine of that database."""
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 @contextmanager

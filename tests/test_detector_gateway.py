@@ -1,6 +1,5 @@
 """The detector in a real gateway: graded responses, modes, suppressions, labels, egress, training and hot reload."""
 
-import asyncio
 import os
 import shutil
 import time
@@ -15,13 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from detector.checkpoint import load_checkpoint, save_checkpoint
-from detector.types import Event
 from gateway.cli import app
 from gateway.detector_labels import DetectorLabels
 from gateway.detector_training import AuditWindow, sessions_from_audit
-from gateway.pipeline import EventSink
 from tests.conftest import (
     Agent,
+    EventTee,
     RunningGateway,
     gateway_settings,
     serve_gateway,
@@ -36,18 +34,6 @@ EGRESS_CODE = (
     "conn.request('GET', 'http://203.0.113.9/drop')\n"
     "print(conn.getresponse().status)\n"
 )
-
-
-class EventTee:
-    """Hands every event to the gateway's detector worker and keeps a copy for the test to read."""
-
-    def __init__(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.events: list[Event] = []
-
-    def submit(self, event: Event) -> asyncio.Future[object]:
-        self.events.append(event)
-        return self.sink.submit(event)
 
 
 @dataclass

@@ -1,7 +1,5 @@
 """Policy versions, the policy state and the facts about earlier calls, on real SQLite and PostgreSQL."""
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -14,23 +12,6 @@ from policy.bundle import default_bundle_dir
 from policy.validation import read_directory, read_upload
 
 POLICY_TABLES = {"policy_versions", "policy_state", "approvals", "policy_shadow_results"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database of each kind."""
-    url = f"sqlite:///{tmp_path / 'policy.db'}" if request.param == "sqlite" else request.getfixturevalue(
-        "fresh_postgres")
-    migrate(url)
-    return url
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine of that database."""
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def test_migration_0003_creates_and_drops_the_policy_tables(database_url: str, engine: Engine) -> None:
