@@ -96,8 +96,8 @@ class Enforcer:
             result={"revocation_id": row.id, "scope": request.scope, "source": request.source,
                     "created_by": request.created_by, "score": request.score, "killed_sessions": targets})
         self._later(self._push())
-        await asyncio.gather(asyncio.to_thread(self._insert, row), self._audit.append_async([entry]),
-                             *(self._end_session(sid, request.reason) for sid in targets))
+        ends = (asyncio.to_thread(self._sessions.end, sid, "revoked", request.reason) for sid in targets)
+        await asyncio.gather(asyncio.to_thread(self._insert, row), self._audit.append_async([entry]), *ends)
         self._later(self._remove_containers(targets))
         log.warning("revoked", revocation_id=row.id, scope=request.scope, agent_id=request.agent_id,
                     session_id=request.session_id, tool=request.tool, reason=request.reason, killed=targets)
@@ -178,10 +178,6 @@ class Enforcer:
         if request.scope == "agent":
             return self._sessions.live_ids(request.agent_id)
         return [request.session_id] if request.scope == "session" and request.session_id else []
-
-    async def _end_session(self, session_id: str, reason: str) -> None:
-        self._sandbox.halt(session_id)
-        await asyncio.to_thread(self._sessions.end, session_id, "revoked", reason)
 
     async def _remove_containers(self, session_ids: list[str]) -> None:
         for session_id in session_ids:

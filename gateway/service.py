@@ -264,21 +264,22 @@ class Gateway:
     async def _session_expired(self, session_id: str, reason: str) -> None:
         """The sandbox removed an idle or too-old session's container: end the session and audit it."""
         session = await self.sessions.get(session_id)
-        await asyncio.to_thread(self.sessions.end, session_id, "ended", f"expired: {reason}")
-        self.detector_forget(session_id)
-        await self.audit.append_async([AuditEntry(
-            kind="session_ended", agent_id=session.agent_id if session else None, session_id=session_id,
-            result={"by": "sandbox", "reason": f"expired: {reason}"})])
+        await self._mark_ended(session_id, session.agent_id if session else None, f"expired: {reason}",
+                               {"by": "sandbox", "reason": f"expired: {reason}"})
 
     async def end_session(self, session: LiveSession, by: str) -> None:
         """Remove the session's container and mark it ended (a revoked or failed session keeps its status)."""
         await self.sandbox.kill(session.id)
         if session.status in {"ended", "revoked", "failed"}:
             return
-        await asyncio.to_thread(self.sessions.end, session.id, "ended", f"ended by {by}")
-        self.detector_forget(session.id)
-        await asyncio.to_thread(self.audit.append, [AuditEntry(
-            kind="session_ended", agent_id=session.agent_id, session_id=session.id, result={"by": by})])
+        await self._mark_ended(session.id, session.agent_id, f"ended by {by}", {"by": by})
+
+    async def _mark_ended(self, session_id: str, agent_id: str | None, reason: str, record: dict[str, str]) -> None:
+        """Mark a session ended, drop the detector's state of it, and audit why."""
+        await asyncio.to_thread(self.sessions.end, session_id, "ended", reason)
+        self.detector_forget(session_id)
+        await self.audit.append_async([AuditEntry(kind="session_ended", agent_id=agent_id, session_id=session_id,
+                                                  result=record)])
 
     def detector_forget(self, session_id: str) -> None:
         """Drop the detector's state of a finished session."""
