@@ -37,11 +37,12 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 
 from gateway.audit import AuditEntry, AuditLog, record_hash
-from gateway.audit_chain import GENESIS_HASH, link
+from gateway.audit_chain import GENESIS_HASH, link, prepare
 from gateway.audit_export import export_chunks
 from gateway.audit_query import AuditFilter, query_audit
 from gateway.audit_store import RECORDS, insert_records, lock_chain, read_tail
 from gateway.db import make_engine, migrate
+from gateway.keys import new_id
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("shell.run", "python.run", "fs.read", "fs.write", "fs.list")
@@ -58,7 +59,8 @@ def percentile(samples: list[float], q: float) -> float:
 
 def bench_entry(writer: int, n: int) -> AuditEntry:
     """A decision record of typical size."""
-    return AuditEntry(kind="decision", call_id=f"call_{writer}_{n}", decision_id=f"call_{writer}_{n}",
+    call_id = new_id("call")
+    return AuditEntry(kind="decision", call_id=call_id, decision_id=call_id,
                       agent_id=f"agt_{writer}", session_id=f"ses_{writer}", tool="shell.run", allow=True,
                       path="bastion/authz/decision", policy_revision="bench",
                       input={"args": {"command": f"ls -la /workspace/{n}"}, "principal": {"id": f"agt_{writer}"}},
@@ -76,7 +78,7 @@ class NaiveLog:
         """Commit the entries in a transaction of their own."""
         with self.lock, self.engine.connect() as connection:
             lock_chain(connection)
-            records = link(entries, read_tail(connection))
+            records = link([prepare(entry) for entry in entries], read_tail(connection))
             insert_records(connection, records)
             connection.commit()
 

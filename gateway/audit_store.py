@@ -1,19 +1,17 @@
 """Where the chain lives: its tables, the chain lock, reading its tail, and inserting records fast."""
 
-import json
 import operator
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway.audit_chain import GENESIS_HASH, ChainedRecord, ChainTail, naive_utc
+from gateway.audit_chain import GENESIS_HASH, JSON_COLUMNS, ChainedRecord, ChainTail, naive_utc
 from gateway.models import AuditCheckpoint, AuditRecord
 
 RECORDS = AuditRecord.__table__  # type: ignore[attr-defined]
 CHECKPOINTS = AuditCheckpoint.__table__  # type: ignore[attr-defined]
 COLUMN_NAMES = tuple(column.name for column in RECORDS.columns)
-JSON_COLUMNS = ("reasons", "input", "result", "metrics")
 ROWS_PER_STATEMENT = 500
 PG_LOCK_TIMEOUT = "30s"
 _COLUMN_VALUES = operator.attrgetter(*COLUMN_NAMES)
@@ -36,9 +34,8 @@ def insert_records(connection: Connection, records: Sequence[ChainedRecord]) -> 
 
 def _driver_row(record: ChainedRecord, sqlite: bool) -> list[Any]:
     row = list(_COLUMN_VALUES(record))
-    for index in _JSON_INDEXES:
-        if row[index] is not None:
-            row[index] = json.dumps(row[index])
+    for name, index in zip(JSON_COLUMNS, _JSON_INDEXES, strict=True):
+        row[index] = record.json_columns[name]
     if sqlite:
         row[_TIMESTAMP_INDEX] = naive_utc(row[_TIMESTAMP_INDEX]).isoformat(" ", "microseconds")
     return row

@@ -51,6 +51,26 @@ def test_intact_chain_verifies_in_order(engine: Engine, log: AuditLog) -> None:
     assert [seq for seq, _ in rows] == list(range(1, 11))
 
 
+@pytest.mark.parametrize("entry", [
+    AuditEntry(kind="result"),
+    AuditEntry(kind="decision", call_id="call_1", decision_id="call_1", agent_id="agt_1", session_id="ses_1",
+               tool="fs.write", allow=False, reasons=["b", "a"], path="bastion/authz/decision",
+               input={"args": {"path": 'q"uote\\back\x00nul\n', "é": ["ü", 1.5, None, True]}, "z": {}, "a": []},
+               result={"allow": False}, policy_revision="r1", risk=0.25, metrics={"eval_us": 12}),
+], ids=["bare", "every-field"])
+def test_the_prepared_encoding_hashes_what_verify_recomputes(engine: Engine, log: AuditLog,
+                                                            entry: AuditEntry) -> None:
+    """Records are hashed from text encoded before they reach the writer; verification recomputes the hash from
+    the stored columns, so the two encodings must agree byte for byte and the stored JSON must read back."""
+    (record,) = log.append([entry])
+    assert record.hash == record_hash(record)
+    with engine.connect() as connection:
+        stored = connection.execute(select(RECORDS).where(RECORDS.c.seq == record.seq)).one()
+    assert (stored.input, stored.result, stored.metrics, stored.reasons) == (
+        entry.input, entry.result, entry.metrics, list(entry.reasons))
+    assert log.verify().ok
+
+
 def test_modified_record_is_found(engine: Engine, log: AuditLog) -> None:
     _fill(log)
     with engine.begin() as connection:

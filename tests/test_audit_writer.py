@@ -134,16 +134,19 @@ def test_one_bad_append_fails_alone(engine: Engine) -> None:
         threads[0].start()
         wait_until(lambda: log.in_progress == 1, "the writer is blocked on the held lock")
         for name, entries in (("good1", _entries("good1", 1)),
-                              ("bad", [AuditEntry(kind="decision", input={"not json": object()})]),
+                              ("bad", [AuditEntry(kind="decision", input={"lone surrogate": "\ud800"})]),
                               ("good2", _entries("good2", 2))):
             threads.append(threading.Thread(target=append, args=(name, entries)))
             threads[-1].start()
             wait_until(lambda n=len(threads) - 1: log.queued == n, f"{name} is queued")
+        append("unencodable", [AuditEntry(kind="decision", input={"not json": object()})])
+        assert log.queued == 3
     for thread in threads:
         thread.join()
     log.close()
     assert outcomes["first"] == outcomes["good1"] == outcomes["good2"] == "ok"
     assert "could not commit" in outcomes["bad"]
+    assert "cannot be encoded" in outcomes["unencodable"]
     assert [call for call, _ in _chain(engine)] == ["first-0"] * 2 + ["good1-1"] * 2 + ["good2-2"] * 2
     assert AuditLog(engine).verify().ok
 
