@@ -102,12 +102,13 @@ class ToolInfo:
     risk: str
     input_schema: dict[str, Any]
     custom: bool = False
+    image: str | None = None
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> "ToolInfo":
         """Parse a tool listing entry."""
         return cls(name=body["name"], version=body["version"], description=body["description"], risk=body["risk"],
-                   input_schema=body["input_schema"], custom=body.get("custom", False))
+                   input_schema=body["input_schema"], custom=body.get("custom", False), image=body.get("image"))
 
 
 @dataclass(frozen=True)

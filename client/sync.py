@@ -128,10 +128,11 @@ class BastionClient:
 
     def register_tool(self, name: str, description: str, input_schema: dict[str, Any], command: list[str], *,
                       risk: str = "medium", egress: list[str] | None = None, timeout_s: float | None = None,
-                      max_output_bytes: int | None = None, files: dict[str, str] | None = None) -> ToolInfo:
-        """(admin) Register a custom tool, or its next version."""
+                      max_output_bytes: int | None = None, files: dict[str, str] | None = None,
+                      image: str | None = None) -> ToolInfo:
+        """(admin) Register a custom tool, or its next version (`image`: a local image it runs in)."""
         body = {"name": name, "description": description, "input_schema": input_schema, "command": command,
-                "risk": risk, "egress": egress or [], "files": files or {},
+                "risk": risk, "egress": egress or [], "files": files or {}, "image": image,
                 "limits": {"timeout_s": timeout_s, "max_output_bytes": max_output_bytes}}
         return ToolInfo.of(self.request("POST", "/v1/tools", json=body))
 

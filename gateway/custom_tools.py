@@ -175,6 +175,7 @@ class CustomToolSpec:
     timeout_s: float | None = None
     max_output_bytes: int | None = None
     files: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
 
     @cached_property
     def template(self) -> CommandTemplate:
@@ -195,7 +196,8 @@ class CustomToolSpec:
         return _ArgvSafeValidator(self.input_schema, self.template.fields)
 
     def to_request(self, args: dict[str, Any], timeout_s: float, max_output_bytes: int) -> RunRequest:
-        """The sandbox request for one call: argv from the template, run in /workspace, no stdin."""
+        """The sandbox request for one call: argv from the template, run in /workspace (of the tool's own image's
+        container when it has one), no stdin."""
         filled = {**_defaults(self.input_schema), **args}
         return RunRequest(op="exec", argv=self.template.render(filled), timeout_s=timeout_s,
-                          max_output_bytes=self.max_output_bytes or max_output_bytes)
+                          max_output_bytes=self.max_output_bytes or max_output_bytes, image=self.image)

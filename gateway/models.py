@@ -221,6 +221,7 @@ class CustomToolVersion(SQLModel, table=True):
     timeout_s: float | None = None
     max_output_bytes: int | None = None
     files: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    image: str | None = Field(default=None, max_length=255)
     created_by: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     retired_at: datetime | None = None

@@ -258,7 +258,8 @@ class CallPipeline:
 
     async def _run(self, session_id: str, tool: Tool, request: RunRequest, observer: CallObserver | None) -> RunResult:
         for path, content in tool.files.items():
-            written = await self.sandbox.run(session_id, RunRequest(op="write", path=path, content=content))
+            written = await self.sandbox.run(session_id, RunRequest(op="write", path=path, content=content,
+                                                                    image=tool.image))
             if written.exit_code != 0:
                 raise SandboxError(f"could not write tool file {path!r}: {written.stderr.strip()}")
         if observer is None:

@@ -31,7 +31,7 @@ class CustomTool(Tool):
         return {**super().public(), "custom": True, "versions": [str(v) for v in self.versions],
                 "command": self.spec.command, "egress": self.spec.egress,
                 "limits": {"timeout_s": self.spec.timeout_s, "max_output_bytes": self.spec.max_output_bytes},
-                "files": sorted(self.spec.files)}
+                "files": sorted(self.spec.files), "image": self.spec.image}
 
 
 def spec_of(row: CustomToolVersion) -> CustomToolSpec:
@@ -39,7 +39,7 @@ def spec_of(row: CustomToolVersion) -> CustomToolSpec:
     return CustomToolSpec(name=row.name, version=row.version, description=row.description,
                           input_schema=row.input_schema, command=list(row.command), risk=row.risk,
                           egress=list(row.egress), timeout_s=row.timeout_s, max_output_bytes=row.max_output_bytes,
-                          files=dict(row.files))
+                          files=dict(row.files), image=row.image)
 
 
 def as_tool(spec: CustomToolSpec, versions: tuple[int, ...], default_timeout_s: float) -> CustomTool:
@@ -47,7 +47,7 @@ def as_tool(spec: CustomToolSpec, versions: tuple[int, ...], default_timeout_s: 
     return CustomTool(name=spec.name, description=spec.description, input_schema=spec.input_schema,
                       to_request=spec.to_request, risk=spec.risk, version=str(spec.version),
                       network=bool(spec.egress), timeout_s=spec.timeout_s or default_timeout_s, files=spec.files,
-                      egress=tuple(spec.egress), spec=spec, versions=versions)
+                      egress=tuple(spec.egress), image=spec.image, spec=spec, versions=versions)
 
 
 class ToolCatalog:
@@ -82,7 +82,8 @@ class ToolCatalog:
             db.add(CustomToolVersion(name=spec.name, version=version, description=spec.description,
                                      input_schema=spec.input_schema, command=spec.command, risk=spec.risk,
                                      egress=spec.egress, timeout_s=spec.timeout_s,
-                                     max_output_bytes=spec.max_output_bytes, files=spec.files, created_by=created_by))
+                                     max_output_bytes=spec.max_output_bytes, files=spec.files, image=spec.image,
+                                     created_by=created_by))
             for older in db.exec(select(CustomToolVersion).where(CustomToolVersion.name == spec.name,
                                                                  CustomToolVersion.retired_at.is_not(None))):  # type: ignore[union-attr]
                 older.retired_at = None

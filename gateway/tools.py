@@ -30,6 +30,7 @@ class Tool:
     timeout_s: float | None = None
     files: dict[str, str] = field(default_factory=dict)
     egress: tuple[str, ...] | None = None
+    image: str | None = None
 
     @cached_property
     def validator(self) -> Draft202012Validator:

@@ -1,5 +1,6 @@
 """The locked-down shape of one session container: names, labels, mounts, limits and security options."""
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ SESSION_LABEL = "bastion.session"
 AGENT_LABEL = "bastion.agent"
 POOL_LABEL = "bastion.pool"
 SLOT_LABEL = "bastion.slot"
+PARENT_LABEL = "bastion.parent-session"
 CONTAINER_SHAPE = ("memory_mb", "cpus", "pids", "nofile", "workspace_mb")
 TMP_SIZE_MB = 16
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -33,6 +35,11 @@ def check_id(value: str, what: str) -> str:
 
 def container_name(owner: str, session_id: str) -> str:
     return f"bastion-{owner}-{session_id}"
+
+
+def companion_key(session_id: str, image: str) -> str:
+    """The id of the companion container a session's calls from `image` run in."""
+    return f"{session_id}.img-{hashlib.sha256(image.encode()).hexdigest()[:12]}"
 
 
 def pool_container_name(owner: str, slot: str) -> str:

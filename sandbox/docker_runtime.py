@@ -20,10 +20,12 @@ import structlog
 from sandbox import halt
 from sandbox.container import (
     OWNER_LABEL,
+    PARENT_LABEL,
     POOL_LABEL,
     SESSION_LABEL,
     SLOT_LABEL,
     check_id,
+    companion_key,
     container_name,
     hostname,
     same_shape,
@@ -158,7 +160,8 @@ class DockerRuntime:
             warm = self._take_warm(session_id, limits, tier)
             slot, sandbox = warm if warm is not None else (None, await self._start_cold(launcher, spec, limits, tier))
             now = asyncio.get_running_loop().time()
-            self._sessions[session_id] = Session(session_id, sandbox, limits, tier, slot, now, now)
+            self._sessions[session_id] = Session(session_id, sandbox, limits, tier, slot, now, now,
+                                                 agent_id=spec.agent_id)
             self._expired.pop(session_id, None)
         finally:
             del self._creating[session_id]
@@ -167,7 +170,7 @@ class DockerRuntime:
 
     async def run(self, session_id: str, request: RunRequest) -> RunResult:
         """Run one operation through the session's executor; raise SandboxError if it cannot answer."""
-        session, frame, timeout = self._prepare(session_id, request, stream=False)
+        session, frame, timeout = self._prepare(await self._target(session_id, request), request, stream=False)
         mark = self._seccomp_log.mark()
         async with self._call(session):
             reply = await session.sandbox.link.call(frame, timeout + RESULT_GRACE_S)
@@ -175,7 +178,7 @@ class DockerRuntime:
 
     async def run_stream(self, session_id: str, request: RunRequest) -> AsyncIterator[RunChunk | RunResult]:
         """Like `run`, but yield output as RunChunk items while it arrives, then the RunResult."""
-        session, frame, timeout = self._prepare(session_id, request, stream=True)
+        session, frame, timeout = self._prepare(await self._target(session_id, request), request, stream=True)
         mark = self._seccomp_log.mark()
         async with self._call(session):
             async for reply in session.sandbox.link.stream(frame, timeout + RESULT_GRACE_S):
@@ -195,6 +198,8 @@ class DockerRuntime:
         creating = self._creating.get(session_id)
         if creating is not None:
             await creating.wait()
+        if container_id is None or container_id == self.container_of(session_id):
+            await self._kill_companions(session_id)
         session = self._sessions.get(session_id)
         if session is not None:
             if container_id is not None and container_id != session.container_id:
@@ -216,12 +221,16 @@ class DockerRuntime:
     def halt(self, session_id: str) -> bool:
         """Kill every process of the session's container now (SIGKILL to its init through a pidfd), without
         waiting for the engine; `kill` removes the container. False when that is not possible here."""
+        launcher = self._require_launcher()
+        for companion in self._companions(session_id):
+            launcher.stop_now(companion.sandbox)
         session = self._sessions.get(session_id)
-        return session is not None and self._require_launcher().stop_now(session.sandbox)
+        return session is not None and launcher.stop_now(session.sandbox)
 
     async def reap(self, live_session_ids: set[str]) -> list[str]:
         """Remove this owner's containers, cold and pooled, that serve no live session; return their ids."""
         keep = live_session_ids | set(self._creating)
+        keep |= {key for key, session in self._sessions.items() if session.parent in keep}
         for session_id in [session_id for session_id in self._sessions if session_id not in keep]:
             await self._close_sockets(self._sessions.pop(session_id).sandbox)
         tracked = {session.container_id for session in self._sessions.values()}
@@ -261,6 +270,10 @@ class DockerRuntime:
         """Wait until the warm pool is full; False after `timeout_s`, or when there is no pool."""
         return self._pool is not None and await self._pool.wait_full(timeout_s)
 
+    async def image_exists(self, image: str) -> bool:
+        """True when the engine holds `image` locally (tool images are never pulled)."""
+        return await self._engine.image_exists(image)
+
     async def ping(self) -> bool:
         """True when the engine answers within a few seconds."""
         return await self._engine.ping()
@@ -280,6 +293,65 @@ class DockerRuntime:
         self._sessions.clear()
         self._seccomp_log.close()
         self._engine.close()
+
+    async def _target(self, session_id: str, request: RunRequest) -> str:
+        """The session, or its companion for the request's image (started on first use), that runs `request`."""
+        parent = self._sessions.get(session_id)
+        if request.image is None or request.image == self._image or parent is None or parent.gone is not None:
+            return session_id
+        key = check_id(companion_key(session_id, request.image), "companion id")
+        while key in self._creating:
+            await self._creating[key].wait()
+        companion = self._sessions.get(key)
+        if companion is not None and companion.gone is None:
+            return key
+        if companion is not None:
+            del self._sessions[key]
+            await self._discard(companion.sandbox)
+        done = asyncio.Event()
+        self._creating[key] = done
+        try:
+            sandbox = await self._start_companion(parent, key, request.image)
+            if self._sessions.get(session_id) is not parent:
+                await self._discard(sandbox)
+                return session_id
+            now = asyncio.get_running_loop().time()
+            self._sessions[key] = Session(key, sandbox, parent.limits, parent.runtime, None, now, now,
+                                          agent_id=parent.agent_id, parent=session_id)
+        finally:
+            del self._creating[key]
+            done.set()
+        return key
+
+    async def _start_companion(self, parent: Session, key: str, image: str) -> Sandbox:
+        launcher = self._require_launcher()
+        if not await self._engine.image_exists(image):
+            raise SandboxError(f"the tool image {image} is not on the Docker engine: build or load it there")
+        fence = self._cold_fence(key)
+        for stale in await self._engine.labelled(fence):
+            await self._engine.remove(stale.id, fence)
+        spec = SessionSpec(session_id=key, agent_id=parent.agent_id)
+        sandbox = await launcher.launch(
+            name=container_name(self._owner, key), host=hostname(parent.session_id),
+            labels={**session_labels(spec, self._owner), PARENT_LABEL: parent.session_id}, fence=fence,
+            limits=parent.limits, runtime=parent.runtime, socket_dir=self._sessions_dir / key, link_name=key,
+            image=image,
+        )  # fmt: skip
+        sandbox.egress.bind(parent.session_id)
+        return sandbox
+
+    def _companions(self, session_id: str) -> list[Session]:
+        return [session for session in self._sessions.values() if session.parent == session_id]
+
+    async def _kill_companions(self, session_id: str) -> None:
+        """Remove every companion container of the session, tracked or left over from an earlier gateway."""
+        for companion in self._companions(session_id):
+            del self._sessions[companion.session_id]
+            await self._discard(companion.sandbox)
+        for container in await self._engine.labelled({OWNER_LABEL: self._owner, PARENT_LABEL: session_id}):
+            key = container.labels.get(SESSION_LABEL, "")
+            await self._engine.remove(container.id, self._cold_fence(key))
+            shutil.rmtree(self._sessions_dir / key, ignore_errors=True)
 
     def _take_warm(self, session_id: str, limits: SandboxLimits, tier: str) -> tuple[str, Sandbox] | None:
         """A pooled sandbox bound to the session, when the pool has one made like this session's would be."""
@@ -386,10 +458,15 @@ class DockerRuntime:
     async def _expire(self, session: Session, reason: str) -> None:
         session_id = session.session_id
         del self._sessions[session_id]
+        if session.parent is not None:
+            log.info("sandbox_companion_expired", session_id=session.parent, companion=session_id, reason=reason)
+            await self._discard(session.sandbox)
+            return
         self._expired[session_id] = reason
         log.info("sandbox_session_expired", session_id=session_id, reason=reason)
         try:
             await self._discard(session.sandbox)
+            await self._kill_companions(session_id)
         except SandboxError as exc:
             log.warning("sandbox_expiry_removal_failed", session_id=session_id, error=str(exc))
         if self._on_expire is not None:

@@ -64,6 +64,16 @@ class DockerEngine:
         info = await self.call("listing the engine's runtimes", self.client.info, timeout=QUICK_TIMEOUT_S)
         return set(info.get("Runtimes") or {})
 
+    async def image_exists(self, image: str) -> bool:
+        """True when the engine holds `image` locally."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.client.images.get, image), API_TIMEOUT_S)
+        except docker.errors.ImageNotFound:
+            return False
+        except DOCKER_ERRORS as exc:
+            raise SandboxError(f"Docker failed while looking up the image {image}: {exc}") from exc
+        return True
+
     async def labelled(self, labels: dict[str, str]) -> list[Container]:
         """Every container (running or not) that carries all of `labels` (one removed while listing is left out)."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}

@@ -64,8 +64,10 @@ class Launcher:
         runtime: str,
         socket_dir: Path,
         link_name: str,
+        image: str | None = None,
     ) -> Sandbox:
-        """Start a container serving `socket_dir` and return once its executor is connected."""
+        """Start a container (from `image`, else the launcher's) serving `socket_dir`; return once its executor is
+        connected."""
         for socket_name in (EXEC_SOCKET, EGRESS_SOCKET):
             if len(str(socket_dir / socket_name).encode()) > MAX_SOCKET_PATH:
                 raise SandboxError(f"socket path {socket_dir / socket_name} is too long: use a shorter state_dir")
@@ -78,7 +80,7 @@ class Launcher:
             await link.listen()
             await egress.start()
             options = container_options(
-                name=name, host=host, labels=labels, limits=limits, image=self._image, runtime=runtime,
+                name=name, host=host, labels=labels, limits=limits, image=image or self._image, runtime=runtime,
                 seccomp_profile=profile_text(), executor_file=self._executor_file, socket_dir=socket_dir,
             )  # fmt: skip
             container = await self._engine.call(

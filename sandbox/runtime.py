@@ -42,6 +42,10 @@ class SandboxRuntime(Protocol):
         """Remove containers owned by this gateway whose session is not live; return their ids."""
         ...
 
+    async def image_exists(self, image: str) -> bool:
+        """True when the engine holds `image` locally (tool images are never pulled)."""
+        ...
+
     async def ping(self) -> bool:
         """True when the engine answers."""
         ...

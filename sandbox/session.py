@@ -8,7 +8,8 @@ from sandbox.types import SandboxLimits
 
 @dataclass
 class Session:
-    """One session's sandbox, its limits and runtime tier, and when it was started and last used (loop time)."""
+    """One session's sandbox, its limits and runtime tier, and when it was started and last used (loop time).
+    A companion (a container a session's tool runs in, from another image) names its session as `parent`."""
 
     session_id: str
     sandbox: Sandbox
@@ -19,6 +20,8 @@ class Session:
     last_active: float
     in_flight: int = 0
     gone: str | None = None
+    agent_id: str = ""
+    parent: str | None = None
 
     @property
     def container_id(self) -> str:

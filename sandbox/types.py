@@ -46,6 +46,9 @@ class RunRequest(BaseModel):
     path: str | None = None
     content: str | None = None
     max_output_bytes: int = 65536
+    image: str | None = None
+    """Run in a companion container of the session made from this image (same limits, tier and hardening, its
+    own workspace); None runs in the session's own container."""
 
 
 class RunChunk(BaseModel):

@@ -1,20 +1,26 @@
 """Custom tools: registration, versions, argv templating without a shell, files, and the same pipeline."""
 
+import hashlib
+import io
 import json
 import shutil
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import httpx
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from client import BastionClient
 from gateway.custom_tools import CommandTemplate, ToolDefinitionError
 from gateway.tool_catalog import ToolCatalog
 from policy.bundle import default_bundle_dir
-from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
+from sandbox.container import PARENT_LABEL
+from tests.conftest import ADMIN_KEY, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 PAY_SCRIPT = """import json, os, sys
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd()}))
@@ -39,6 +45,9 @@ ECHO_TOOL = {
     "command": ["python3", "-c", "import sys; print(sys.argv[1]); print(sys.argv[2])", "{args_json}", "n={n}"],
     "risk": "low",
 }
+STAMP_SCRIPT = """import os, sys
+print(open("/opt/tool/marker.txt").read().strip(), sys.argv[1], sorted(os.listdir("/workspace/tools")))
+"""
 INJECTIONS = ["; rm -rf /", "$(id)", "`id`", "a' || touch /workspace/pwned #", "x\ny && id", "--amount=0"]
 
 
@@ -53,7 +62,8 @@ def tools_gateway(detector_checkpoint: Path, sandbox_image: str) -> Iterator[Run
     data_path = policy_dir / "data.json"
     data = json.loads(data_path.read_text())
     config = data["bastion"]["config"]
-    config["roles"]["payments"] = {"tools": ["billing.send_money", "util.echo_args", "fs.list"], "max_timeout_s": 30}
+    config["roles"]["payments"] = {"tools": ["billing.send_money", "util.echo_args", "util.stamp", "fs.list"],
+                                   "max_timeout_s": 30}
     config["risk"] = {"max_score": {}, "approval_score": {}}
     config["runtime"] = {"default": "runc", "by_risk": {}}  # gVisor for high risk is tested in test_gateway_egress
     data_path.write_text(json.dumps(data))
@@ -61,6 +71,23 @@ def tools_gateway(detector_checkpoint: Path, sandbox_image: str) -> Iterator[Run
                                              policy_dir=policy_dir, detector_mode="monitor"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def tool_image(docker_client: docker.DockerClient, sandbox_image: str) -> str:
+    """An image made from the sandbox image plus /opt/tool (built here, offline, once per content)."""
+    files = {"Dockerfile": f"FROM {sandbox_image}\nCOPY marker.txt stamp.py /opt/tool/\n",
+             "marker.txt": "made by the tool image\n", "stamp.py": STAMP_SCRIPT}
+    tag = "bastion-test-tool:" + hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(text.encode()), 0o644
+            archive.addfile(info, io.BytesIO(text.encode()))
+    context.seek(0)
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="none")
+    return tag
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +293,40 @@ async def test_mcp_lists_and_calls_custom_tools_by_policy(client: httpx.Client, 
     async with (httpx2.AsyncClient(headers=developer, timeout=60) as http,
                 Client(streamable_http_client(f"{tools_gateway.url}/mcp", http_client=http)) as mcp):
         assert "billing.send_money" not in {tool.name for tool in (await mcp.list_tools()).tools}
+
+
+def test_a_tool_with_its_own_image_runs_in_a_hardened_companion_container(
+        client: httpx.Client, tools_gateway: RunningGateway, tool_image: str,
+        docker_client: docker.DockerClient) -> None:
+    with BastionClient(tools_gateway.url, ADMIN_KEY) as admin:
+        registered = admin.register_tool(
+            "util.stamp", "Say which image runs it.", {"type": "object", "required": ["n"],
+                                                      "properties": {"n": {"type": "integer"}}},
+            ["python3", "/opt/tool/stamp.py", "{n}"], files={"tools/note.txt": "for the tool"}, image=tool_image)
+    assert registered.image == tool_image and registered.custom
+    agent = _agent(client, tools_gateway, "payments", "developer")
+    sid = _session(client, agent)
+    for n in (1, 2):
+        called = _call(client, agent, sid, "util.stamp", {"n": n})
+        assert called.status_code == 200, called.text
+        assert called.json()["result"]["stdout"].strip() == f"made by the tool image {n} ['note.txt']"
+    own = _call(client, agent, sid, "shell.run", {"command": "test -e /opt/tool/marker.txt || echo absent; ls tools"})
+    assert own.json()["result"]["stdout"].strip() == "absent", own.text
+    (companion,) = docker_client.containers.list(filters={"label": f"{PARENT_LABEL}={sid}"})
+    host = companion.attrs["HostConfig"]
+    assert companion.image.tags == [tool_image] and companion.attrs["Config"]["User"] == "65534:65534"
+    assert host["NetworkMode"] == "none" and host["CapDrop"] == ["ALL"] and host["ReadonlyRootfs"] is True
+    options = host["SecurityOpt"]
+    assert "no-new-privileges:true" in options and any(option.startswith("seccomp=") for option in options)
+    assert client.delete(f"/v1/sessions/{sid}", headers=agent).status_code == 204
+    assert docker_client.containers.list(all=True, filters={"label": f"{PARENT_LABEL}={sid}"}) == []
+
+
+@pytest.mark.parametrize("image, kind", [("bastion-test-absent:1", "unknown-image"),
+                                         ("Not An Image!", "invalid-request")])
+def test_tool_images_must_be_on_the_engine_and_well_formed(client: httpx.Client, tools_gateway: RunningGateway,
+                                                          image: str, kind: str) -> None:
+    response = client.post("/v1/tools", json={**ECHO_TOOL, "name": "util.imaged", "image": image},
+                           headers=tools_gateway.admin)
+    assert response.status_code == 422 and response.json()["type"].endswith(f"/{kind}"), response.text
+    assert client.get("/v1/tools/util.imaged", headers=tools_gateway.admin).status_code == 404

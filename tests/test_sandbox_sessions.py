@@ -252,3 +252,47 @@ async def test_killing_a_session_stops_every_process_before_the_engine_removes_i
     assert await runtime.kill(session_id)
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container_id)
+
+
+@pytest.fixture(scope="module")
+def other_image(docker_client: docker.DockerClient, sandbox_image: str) -> str:
+    """The sandbox image under a second name, standing for a custom tool's own image."""
+    docker_client.images.get(sandbox_image).tag("bastion-test-companion", "1")
+    return "bastion-test-companion:1"
+
+
+def companions(client: docker.DockerClient, session_id: str) -> list[str]:
+    labels = f"bastion.parent-session={session_id}"
+    return [container.id for container in client.containers.list(all=True, filters={"label": labels})]
+
+
+async def test_a_tool_image_gets_a_companion_container_that_lives_and_dies_with_its_session(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, other_image: str
+) -> None:
+    session_id = new_id("comp")
+    await runtime.create(SessionSpec(session_id=session_id, agent_id="agent-1"))
+    written = await runtime.run(session_id, RunRequest(op="write", path="mine.txt", content="x", image=other_image))
+    assert written.exit_code == 0
+    (companion,) = companions(docker_client, session_id)
+    assert companion != runtime.container_of(session_id)
+    assert (await runtime.run(session_id, RunRequest(op="read", path="mine.txt", image=other_image))).stdout == "x"
+    assert (await runtime.run(session_id, RunRequest(op="read", path="mine.txt"))).exit_code != 0
+    assert await runtime.reap({session_id}) == []
+    assert companions(docker_client, session_id) == [companion]
+    assert await runtime.kill(session_id)
+    assert companions(docker_client, session_id) == []
+    with pytest.raises(SandboxError, match="no sandbox for session"):
+        await runtime.run(session_id, RunRequest(op="list", path=".", image=other_image))
+
+
+async def test_a_session_that_expires_takes_its_companions_along(
+    runtime: DockerRuntime, expirations: Expirations, docker_client: docker.DockerClient, other_image: str
+) -> None:
+    session_id = new_id("compexp")
+    await runtime.create(SessionSpec(session_id=session_id, agent_id="agent-1",
+                                     limits=SandboxLimits(max_lifetime_s=3.0)))
+    assert (await sh(runtime, session_id, "true", image=other_image)).exit_code == 0
+    assert len(companions(docker_client, session_id)) == 1
+    await eventually(lambda: any(seen == session_id for seen, _ in expirations.seen))
+    assert [seen for seen, _ in expirations.seen if seen.startswith(session_id)] == [session_id]
+    await eventually(lambda: companions(docker_client, session_id) == [])

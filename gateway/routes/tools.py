@@ -11,13 +11,18 @@ from pydantic import BaseModel, Field, field_validator
 from gateway.custom_tools import CustomToolSpec, ToolDefinitionError
 from gateway.deps import AdminPrincipal, CurrentPrincipal, GatewayDep
 from gateway.models import CustomToolVersion
+from gateway.openapi import problems
 from gateway.problems import Problem
+from gateway.service import Gateway
 from gateway.tool_catalog import spec_of
 from gateway.tools import BUILTIN_TOOLS
+from sandbox.types import SandboxError
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
 ToolName = Annotated[str, Path(min_length=1, max_length=200, examples=["billing.send_money"])]
+_IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9*]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*$")
 
 _PAY_SCHEMA = {"type": "object", "required": ["recipient", "amount"], "additionalProperties": False,
@@ -44,7 +49,9 @@ class ToolCreate(BaseModel):
 
     `{field}` in a command element takes that argument (strings as is, other values JSON-encoded);
     `{args_json}` is the whole argument object; `{{` and `}}` are literal braces. No shell is involved.
-    `files` are written into the session workspace before every call of the tool."""
+    `files` are written into the session workspace before every call of the tool. With `image`, the tool runs
+    in a companion container of the session made from that local image (same limits, runtime tier, seccomp
+    profile and hardening; its own workspace, where its `files` are written); the image must hold python3."""
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [_PAY_EXAMPLE]}}
 
@@ -60,6 +67,17 @@ class ToolCreate(BaseModel):
                                           "an empty list means no network at all")
     limits: ToolLimits = Field(default_factory=ToolLimits)
     files: dict[str, str] = Field(default_factory=dict, max_length=32)
+    image: str | None = Field(default=None, max_length=255, examples=["bastion-tools/pay:1"],
+                              description="A local Docker image the tool runs in (never pulled); default: the "
+                                          "session's own container")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and not _IMAGE.match(image):
+            raise ValueError("not a Docker image reference like 'name:tag', 'registry:5000/team/name:tag' or "
+                             "'name@sha256:<digest>'")
+        return image
 
     @field_validator("egress")
     @classmethod
@@ -91,6 +109,7 @@ class ToolPublic(BaseModel):
     egress: list[str] = Field(default_factory=list)
     limits: ToolLimits | None = None
     files: list[str] = Field(default_factory=list)
+    image: str | None = None
 
 
 class ToolList(BaseModel):
@@ -110,6 +129,7 @@ class ToolVersionPublic(BaseModel):
     egress: list[str]
     limits: ToolLimits
     files: list[str]
+    image: str | None
     created_by: str
     created_at: datetime
     retired_at: datetime | None
@@ -128,7 +148,7 @@ async def list_tools(_principal: CurrentPrincipal, gateway: GatewayDep) -> ToolL
     return ToolList(tools=[ToolPublic(**tool.public()) for tool in gateway.catalog.tools.values()])
 
 
-@router.post("", status_code=201, response_model=ToolPublic)
+@router.post("", status_code=201, response_model=ToolPublic, responses=problems(409, 503))
 async def register_tool(body: ToolCreate, admin: AdminPrincipal, gateway: GatewayDep) -> ToolPublic:
     """Register a custom tool, or its next version when the name exists; callable at once, policy permitting."""
     if body.name in BUILTIN_TOOLS:
@@ -136,7 +156,12 @@ async def register_tool(body: ToolCreate, admin: AdminPrincipal, gateway: Gatewa
                       f"{body.name!r} is a built-in tool and cannot be replaced; choose another name.")
     spec = CustomToolSpec(name=body.name, version=0, description=body.description, input_schema=body.input_schema,
                           command=body.command, risk=body.risk, egress=body.egress, timeout_s=body.limits.timeout_s,
-                          max_output_bytes=body.limits.max_output_bytes, files=body.files)
+                          max_output_bytes=body.limits.max_output_bytes, files=body.files, image=body.image)
+    if body.image is not None and not await _image_exists(gateway, body.image):
+        raise Problem(422, "unknown-image", "Unknown tool image",
+                      f"The image {body.image!r} is not on the gateway's Docker engine, and tool images are never "
+                      "pulled: build or load it there first (it must hold python3), then register the tool again.",
+                      tool=body.name)
     try:
         tool = await asyncio.to_thread(gateway.catalog.register, spec, admin.id)
     except ToolDefinitionError as exc:
@@ -176,8 +201,16 @@ def _version(row: CustomToolVersion) -> ToolVersionPublic:
     return ToolVersionPublic(version=str(row.version), description=spec.description, input_schema=spec.input_schema,
                              command=spec.command, risk=spec.risk, egress=spec.egress,
                              limits=ToolLimits(timeout_s=spec.timeout_s, max_output_bytes=spec.max_output_bytes),
-                             files=sorted(spec.files), created_by=row.created_by, created_at=row.created_at,
-                             retired_at=row.retired_at)
+                             files=sorted(spec.files), image=spec.image, created_by=row.created_by,
+                             created_at=row.created_at, retired_at=row.retired_at)
+
+
+async def _image_exists(gateway: Gateway, image: str) -> bool:
+    try:
+        return await gateway.sandbox.image_exists(image)
+    except SandboxError as exc:
+        raise Problem(503, "sandbox-unavailable", "Sandbox unavailable",
+                      f"Could not look the image up: {exc}. Retry once the Docker engine answers.") from exc
 
 
 def _unknown(name: str) -> Problem:
