@@ -1,6 +1,7 @@
 """The path of one tool call: validate → decide → audit intent → run → audit result → publish event."""
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -223,7 +224,9 @@ class CallPipeline:
             kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
             tool=tool.name, allow=True, result=self.redactor.redact(summary),
             policy_revision=decision.revision), call_id)
-        self._publish(principal, session, tool, features, call_id, decision, result)
+        judged = self._publish(principal, session, tool, features, call_id, decision, result)
+        if result.seccomp_killed:
+            await self._judgement(judged)
         log.info("call finished", tool=tool.name, exit_code=result.exit_code, duration_ms=result.duration_ms)
         return CallOutcome(call_id=call_id, decision=decision, result=result)
 
@@ -286,9 +289,18 @@ class CallPipeline:
                           "Check the database and retry.", call_id=call_id) from exc
 
     def _publish(self, principal: PrincipalView, session: LiveSession, tool: Tool, features: CallFeatures,
-                 call_id: str, decision: Decision, result: RunResult | None) -> None:
+                 call_id: str, decision: Decision, result: RunResult | None) -> asyncio.Future[object]:
+        """Send the call's event to the detector; the future completes once it is judged and any response applied."""
         event = self.feed.event(call_id, principal.id, session.id, tool.name, decision, result, features)
-        self.gate.track(principal.id, self.events.submit(event))
+        judged = self.events.submit(event)
+        self.gate.track(principal.id, judged)
+        return judged
+
+    async def _judgement(self, judged: asyncio.Future[object]) -> None:
+        """Hold a result the sandbox flagged as an escape attempt until the detector has judged it, so whatever it
+        decides (a revocation, processes killed) is in force before the agent sees the result."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(judged), self.barrier_timeout_s)
 
 
 def _result_summary(result: RunResult) -> dict[str, Any]:

@@ -103,8 +103,10 @@ def test_seccomp_kill_revokes_the_agent_live(http: httpx.Client, make_agent, doc
     assert _containers(docker_client, sid)
     attack = _call(http, dev, sid, "python.run", code=PTRACE_CODE)
     assert attack.status_code == 200
+    in_force_at_answer = running_gateway.gateway.enforcer.revoked(dev.agent_id, sid, "shell.run")
     result = attack.json()["result"]
     assert result["exit_code"] == 159 and result["seccomp_killed"] is True
+    assert in_force_at_answer and "seccomp" in in_force_at_answer[0]
     after = _call(http, dev, sid, "shell.run", command="echo still here")
     assert after.status_code == 403 and "revoked" in after.json()["reasons"]
     assert session_containers_removed(docker_client, sid)
