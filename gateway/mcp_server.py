@@ -32,6 +32,7 @@ from policy.types import DecisionContext, DecisionInput, Principal, SessionInfo,
 SESSION_HEADER = "X-Bastion-Session"
 PRINCIPAL_STATE = "bastion_principal"
 SESSION_STATE = "bastion_session"
+PROBE_SESSION = "mcp-probe"
 _READ_ONLY = frozenset({"fs.read", "fs.list"})
 _INSTRUCTIONS = ("Every tool call is authorized by policy, run in a locked-down sandbox and audited. "
                  "A refused call returns isError with the policy's reasons; do not retry it unchanged.")
@@ -114,6 +115,7 @@ class McpEndpoint:
     async def _visible_tools(self, gateway: Gateway, agent: PrincipalView) -> list[str]:
         tools = list(gateway.catalog.tools.values())
         key = (agent.id, agent.roles, tuple(sorted(agent.labels.items())), gateway.policy.revision,
+               gateway.enforcer.generation,
                tuple((tool.name, tool.version) for tool in tools))
         cached = self._visible.get(key)
         now = time.monotonic()
@@ -175,14 +177,17 @@ def _agent_of(ctx: ServerRequestContext[Any, Any]) -> PrincipalView:
 
 
 def _allowed_tools(gateway: Gateway, agent: PrincipalView, tools: list[Tool]) -> list[str]:
-    """Names of the tools the policy allows this agent, decided with a probe input per tool."""
+    """Names of the tools the policy allows this agent, decided with a probe input per tool (revocations in force
+    first, as for calls)."""
     now = datetime.now(UTC).isoformat()
     allowed = []
     for tool in tools:
+        if gateway.enforcer.revoked(agent.id, PROBE_SESSION, tool.name):
+            continue
         decision = gateway.policy.decide(DecisionInput(
             principal=Principal(id=agent.id, kind="agent", tenant=agent.tenant, roles=list(agent.roles),
                                 labels=agent.labels),
-            session=SessionInfo(id="mcp-probe", started_at=now),
+            session=SessionInfo(id=PROBE_SESSION, started_at=now),
             tool=ToolInfo(name=tool.name, version=tool.version, risk=tool.risk, network=tool.network),  # type: ignore[arg-type]
             args=probe_args(tool.input_schema),
             context=DecisionContext(time=now, request={"surface": "mcp", "probe": "tools/list"})))

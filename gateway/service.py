@@ -228,7 +228,7 @@ class Gateway:
                           f"{', '.join(sorted(self.sandbox.runtimes))}.", runtime=tier)
         container_limits = self._container_limits(limits or {})
         data = await asyncio.to_thread(self.revocations.policy_data)
-        if agent.id in data["agents"]:
+        if agent.id in data["agents"] or self.enforcer.agent_revoked(agent.id):
             raise Problem(403, "denied", "Agent revoked",
                           "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
                           reasons=["revoked"])
