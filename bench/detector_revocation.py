@@ -1,17 +1,19 @@
 """Detection-to-revocation latency on a real gateway under load.
 
-Run: `python bench/detector_revocation.py [--sessions 50] [--trials 30] [--checkpoint PATH]`. Starts `bastion serve`
-(real Docker, Rego, SQLite, torch) on loopback in its own process, keeps `--sessions` agent sessions making ordinary
-calls (`--think` seconds apart), and, one trial at a time, has a fresh agent make a call that the kernel kills for
-an escape syscall (ptrace). From the moment that call's result reaches the agent it measures: until the agent's next
-call is answered 403 `revoked`, until the container's processes are dead (its init process exits, watched through a
-pidfd; the engine itself notices tens of milliseconds later), until the engine reports the container destroyed, and
-the later of denial and each. Prints p50/p99.
+Run: `python bench/detector_revocation.py [--sessions 50] [--trials 30] [--think 0.5] [--checkpoint PATH]`. Starts
+`bastion serve` (real Docker, Rego, SQLite, torch) on loopback in its own process, keeps `--sessions` agent sessions
+making ordinary calls `--think` seconds apart (from a process of their own, so their client work never delays the
+trial's requests), and, one trial at a time, has a fresh agent make a call that the kernel kills for an escape
+syscall (ptrace). From the moment that call's result reaches the agent it measures: until the agent's next call is
+answered 403 `revoked`, until the container's processes are dead (its init process exits, watched through a
+pidfd; the engine itself notices tens of milliseconds later), until the engine reports the container destroyed,
+and the later of denial and each. Prints p50/p99.
 """
 
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import select
 import shutil
@@ -141,30 +143,55 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
+def background_load(url: str, sessions: int, think_s: float, ready: Any, stop: Any, results: Any) -> None:
+    """The busy sessions, in a process of their own so that their client work never delays the trial's own
+    requests; reports (calls answered while measuring, transport errors) when `stop` is set."""
+
+    async def load() -> tuple[int, int]:
+        async with httpx.AsyncClient(base_url=url, timeout=120,
+                                     limits=httpx.Limits(max_connections=sessions + 8)) as client:
+            bench = Bench(client)
+            background = []
+            for start in range(0, sessions, 8):
+                background += await asyncio.gather(*(bench.agent_session(f"load-{i}")
+                                                     for i in range(start, min(sessions, start + 8))))
+            done, counter = asyncio.Event(), [0, 0]
+            loaders = [asyncio.create_task(bench.load(h, s, done, counter, think_s)) for h, s in background]
+            await asyncio.sleep(2)
+            ready.set()
+            calls_before = counter[0]
+            await asyncio.to_thread(stop.wait)
+            done.set()
+            answered = counter[0] - calls_before
+            await asyncio.gather(*loaders)
+            return answered, counter[1]
+
+    results.put(asyncio.run(load()))
+
+
 async def run(url: str, sessions: int, trials: int, think_s: float) -> None:
     engine = docker.from_env()
-    async with httpx.AsyncClient(base_url=url, timeout=120,
-                                 limits=httpx.Limits(max_connections=sessions + 16)) as client:
+    context = multiprocessing.get_context("spawn")
+    ready, stop, outcome = context.Event(), context.Event(), context.Queue()
+    loader = context.Process(target=background_load, args=(url, sessions, think_s, ready, stop, outcome))
+    created = time.perf_counter()
+    loader.start()
+    if not await asyncio.to_thread(ready.wait, 600):
+        raise SystemExit("the background sessions did not start")
+    print(f"{sessions} background sessions created and calling in {time.perf_counter() - created:.1f}s")
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         bench = Bench(client)
-        created = time.perf_counter()
-        background = []
-        for start in range(0, sessions, 8):
-            background += await asyncio.gather(*(bench.agent_session(f"load-{i}")
-                                                 for i in range(start, min(sessions, start + 8))))
-        print(f"{sessions} background sessions created in {time.perf_counter() - created:.1f}s")
-        stop, counter = asyncio.Event(), [0, 0]
-        loaders = [asyncio.create_task(bench.load(h, s, stop, counter, think_s)) for h, s in background]
-        await asyncio.sleep(2)
-        began, calls_before = time.perf_counter(), counter[0]
+        began = time.perf_counter()
         results = [await trial(bench, engine, i) for i in range(trials)]
-        load_rate = (counter[0] - calls_before) / (time.perf_counter() - began)
-        stop.set()
-        await asyncio.gather(*loaders)
+        elapsed = time.perf_counter() - began
+    stop.set()
+    answered, errors = await asyncio.to_thread(outcome.get, True, 600)
+    loader.join()
     denied = [d for d, _, _ in results]
     stopped = [s for _, s, _ in results]
     gone = [g for _, _, g in results]
-    print(f"{trials} revocations under {sessions} busy sessions ({load_rate:.0f} background calls/s answered, "
-          f"{counter[1]} transport errors):")
+    print(f"{trials} revocations under {sessions} busy sessions ({answered / elapsed:.0f} background calls/s "
+          f"answered, {errors} transport errors):")
     for name, values in (("next call denied", denied), ("processes dead", stopped),
                          ("denied and dead", [max(d, s) for d, s, _ in results]), ("container removed", gone),
                          ("denied and removed", [max(d, g) for d, _, g in results])):

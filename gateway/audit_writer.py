@@ -28,6 +28,7 @@ log = structlog.get_logger()
 Outcome = list[ChainedRecord] | AuditStoreError
 WATCH_INTERVAL_S = 0.25
 GATHER_NAP_S = 0.0002
+GATHER_SIBLINGS = 8
 
 
 @dataclass(frozen=True)
@@ -198,17 +199,19 @@ class GroupCommitWriter:
         self._checkpoint_if_due("shutdown", force=True)
 
     def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        """`first` and what is queued behind it. While fewer appends are queued than the last batch held, keep
-        collecting for up to `gather_window_s`, napping rather than waking on each append: the callers the
-        last batch woke are about to append again, and one transaction for all of them costs far less than
-        two (PostgreSQL's `commit_delay`, made adaptive)."""
+        """`first` and what is queued behind it. When the last batch held at least GATHER_SIBLINGS appends and fewer
+        are queued now, keep collecting for up to `gather_window_s`, napping rather than waking on each append:
+        the callers the last batch woke are about to append again, and one transaction for all of them costs
+        far less than two (PostgreSQL's `commit_delay` and `commit_siblings`, made adaptive). A lightly loaded
+        log never waits."""
         batch, size = [first], len(first.entries)
         deadline = time.monotonic() + self._config.gather_window_s
         while size < self._config.max_batch:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
-                if len(batch) >= self._last_batch or time.monotonic() >= deadline:
+                if (self._last_batch < GATHER_SIBLINGS or len(batch) >= self._last_batch
+                        or time.monotonic() >= deadline):
                     break
                 time.sleep(GATHER_NAP_S)
                 continue
