@@ -13,9 +13,9 @@ log = structlog.get_logger(__name__)
 
 
 class DetectorWorker:
-    """Collects submitted events into batches (up to `max_batch`, waiting at most `max_wait_ms` to fill
-    one), scores each batch in a thread, hands every verdict to `observe` (when given), and awaits
-    `on_verdict` for every verdict that asks for action."""
+    """Collects submitted events into batches (up to `max_batch`; when the last batch was bigger than what is
+    queued now, waiting at most `max_wait_ms` for the rest), scores each batch in a thread, hands every
+    verdict to `observe` (when given), and awaits `on_verdict` for every verdict that asks for action."""
 
     def __init__(
         self,
@@ -33,6 +33,7 @@ class DetectorWorker:
         self._queue: asyncio.Queue[tuple[Event, asyncio.Future[Verdict | None]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.scored = 0
+        self._last_batch = 1
 
     @property
     def running(self) -> bool:
@@ -74,15 +75,17 @@ class DetectorWorker:
                 await self._process(batch)
 
     async def _next_batch(self) -> tuple[list[tuple[Event, asyncio.Future[Verdict | None]]], bool]:
-        """Wait for one event, then take what else is queued, waiting once up to `max_wait_ms` for more."""
+        """Wait for one event, then take what else is queued; when the last batch held more, wait once up to
+        `max_wait_ms` for the others (a lone agent's event is scored at once: its next call waits for it)."""
         first = await self._queue.get()
         if first is None:
             return [], True
         batch = [first]
         stopping = self._drain(batch)
-        if not stopping and len(batch) < self.max_batch and self.max_wait_s > 0:
+        if not stopping and len(batch) < min(self._last_batch, self.max_batch) and self.max_wait_s > 0:
             await asyncio.sleep(self.max_wait_s)
             stopping = self._drain(batch)
+        self._last_batch = len(batch)
         return batch, stopping
 
     def _drain(self, batch: list[tuple[Event, asyncio.Future[Verdict | None]]]) -> bool:

@@ -147,8 +147,7 @@ class CallPipeline:
                               args: dict[str, Any], request_meta: dict[str, Any], call_id: str,
                               observer: CallObserver | None = None) -> CallOutcome:
         revoked = self.revoked(principal.id, session.id, tool.name) if self.revoked is not None else []
-        history, rates = (await asyncio.to_thread(self.facts.gather, session.id, principal.id, tool.name)
-                          if self.facts is not None and not revoked else ([], RateCounts()))
+        history, rates = await self._facts(session.id, principal.id, tool.name, bool(revoked))
         features = self.feed.features(principal.id, tool.name, args)
         decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates)
         decide_started = time.perf_counter_ns()
@@ -167,7 +166,7 @@ class CallPipeline:
             metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
         ), call_id)
         if self.facts is not None:
-            self.facts.record(principal.id, tool.name, decision.allow)
+            self.facts.record(principal.id, session.id, tool.name, decision.allow, redacted_input.get("args") or {})
         if self.shadow is not None:
             try:
                 await self.shadow.record_shadow(call_id, principal.id, tool.name, decision_input, decision)
@@ -243,6 +242,16 @@ class CallPipeline:
                       "Policy allowed this call only under conditions this session's container does not meet; "
                       "nothing was run: " + "; ".join(reasons), reasons=reasons, call_id=call_id,
                       policy_revision=decision.revision)
+
+    async def _facts(self, session_id: str, agent_id: str, tool: str,
+                     revoked: bool) -> tuple[list[HistoryEntry], RateCounts]:
+        """The session's history and the agent's rate counts for the decision (none for a revoked call)."""
+        if self.facts is None or revoked:
+            return [], RateCounts()
+        history = self.facts.known_history(session_id)
+        if history is None:
+            history = await asyncio.to_thread(self.facts.load_history, session_id)
+        return history, self.facts.rates(agent_id, tool)
 
     def _decision_input(self, principal: PrincipalView, session: LiveSession, tool: Tool, args: dict[str, Any],
                         request_meta: dict[str, Any], history: list[HistoryEntry],

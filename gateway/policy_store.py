@@ -2,6 +2,7 @@
 about earlier calls that policies see."""
 
 import asyncio
+import json
 import threading
 import time
 from collections import OrderedDict, deque
@@ -127,13 +128,17 @@ class PolicyStore:
 
 
 class CallFacts:
-    """What policies are told about earlier calls: the session's history, read from the audit log (so every
-    worker agrees), and the agent's allowed calls in the last minute, counted in this process."""
+    """What policies are told about earlier calls: the session's history, as the audit log holds it (read once per
+    session and process, then kept up to date here as this process decides the session's calls: a session's calls
+    are all decided by the gateway process that holds its container), and the agent's allowed calls in the last
+    minute, counted in this process."""
 
-    def __init__(self, engine: Engine, max_agents: int = 100_000) -> None:
+    def __init__(self, engine: Engine, max_agents: int = 100_000, max_sessions: int = 4096) -> None:
         self._engine = engine
         self._max_agents = max_agents
+        self._max_sessions = max_sessions
         self._allowed: OrderedDict[str, deque[tuple[float, str]]] = OrderedDict()
+        self._histories: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         self._lock = threading.Lock()
         table = AuditRecord.__table__  # type: ignore[attr-defined]
         self._history_query = (
@@ -142,8 +147,24 @@ class CallFacts:
             .where(table.c.session_id == bindparam("session_id"), table.c.kind == "decision")
             .order_by(table.c.seq.desc()).limit(HISTORY_LIMIT))
 
-    def gather(self, session_id: str, agent_id: str, tool: str) -> tuple[list[HistoryEntry], RateCounts]:
-        """The session's last HISTORY_LIMIT decisions (oldest first) and the agent's recent allowed calls."""
+    def started(self, session_id: str) -> None:
+        """A session this process just created: its history is empty, and kept here from now on."""
+        with self._lock:
+            self._histories[session_id] = deque(maxlen=HISTORY_LIMIT)
+            self._evict()
+
+    def known_history(self, session_id: str) -> list[HistoryEntry] | None:
+        """The session's history when this process already holds it (no database read), else None."""
+        with self._lock:
+            entries = self._histories.get(session_id)
+            if entries is None:
+                return None
+            self._histories.move_to_end(session_id)
+            return list(entries)
+
+    def load_history(self, session_id: str) -> list[HistoryEntry]:
+        """The session's last HISTORY_LIMIT decisions (oldest first) as the audit log holds them, kept here from now
+        on (for a session this process did not start, or whose history it let go of)."""
         with self._engine.connect() as connection:
             rows = connection.execute(self._history_query, {"session_id": session_id}).all()
         history = [HistoryEntry(tool=row[0] or "", allow=bool(row[1]),
@@ -151,7 +172,20 @@ class CallFacts:
                                       for name, value in zip(HISTORY_ARG_FIELDS, row[2:], strict=True)
                                       if isinstance(value, str)})
                    for row in reversed(rows)]
-        return history, self.rates(agent_id, tool)
+        with self._lock:
+            self._histories.setdefault(session_id, deque(history, maxlen=HISTORY_LIMIT))
+            self._histories.move_to_end(session_id)
+            self._evict()
+        return history
+
+    def _evict(self) -> None:
+        while len(self._histories) > self._max_sessions:
+            self._histories.popitem(last=False)
+
+    def forget(self, session_id: str) -> None:
+        """Drop an ended session's history."""
+        with self._lock:
+            self._histories.pop(session_id, None)
 
     def rates(self, agent_id: str, tool: str) -> RateCounts:
         """Allowed calls of the agent (and of this tool) in the last RATE_WINDOW, as counted here."""
@@ -164,16 +198,28 @@ class CallFacts:
                 calls.popleft()
             return RateCounts(agent_calls_1m=len(calls), tool_calls_1m=sum(1 for _, name in calls if name == tool))
 
-    def record(self, agent_id: str, tool: str, allow: bool) -> None:
-        """Count a decision (only allowed calls count towards rate limits)."""
-        if not allow:
-            return
+    def record(self, agent_id: str, session_id: str, tool: str, allow: bool, args: dict[str, Any]) -> None:
+        """Count a decision just recorded in the audit log: in the session's history (with its arguments as stored,
+        redacted) when it is held here, and towards the agent's rate counts when allowed."""
+        entry = HistoryEntry(tool=tool, allow=allow, args={
+            name: _as_text(args[name])[:HISTORY_ARG_CHARS] for name in HISTORY_ARG_FIELDS
+            if args.get(name) is not None})
         with self._lock:
+            entries = self._histories.get(session_id)
+            if entries is not None:
+                entries.append(entry)
+            if not allow:
+                return
             calls = self._allowed.setdefault(agent_id, deque())
             self._allowed.move_to_end(agent_id)
             calls.append((time.monotonic(), tool))
             while len(self._allowed) > self._max_agents:
                 self._allowed.popitem(last=False)
+
+
+def _as_text(value: Any) -> str:
+    """An argument as the audit log's JSON text extraction gives it: strings as they are, other values as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class ShadowUnsupported(Exception):

@@ -100,6 +100,7 @@ class Gateway:
         self.enforcer = Enforcer(self.engine, self.revocations, self.sessions, self.policy, self.sandbox, self.audit,
                                  self.detector_controls, self.risk)
         self.feed: DetectorFeed | None = None
+        self.facts = CallFacts(self.engine)
         self.watcher: CheckpointWatcher | None = None
         self.gate = DetectorGate()
         self.detector: Detector | None = None
@@ -147,7 +148,7 @@ class Gateway:
             events=self.worker, gate=self.gate, default_timeout_s=settings.call_timeout_s,
             max_output_bytes=settings.max_output_bytes, barrier_timeout_s=settings.detector_barrier_timeout_s,
             egress=self.egress, revoked=self.enforcer.revoked,
-            facts=CallFacts(self.engine), approvals=self.approvals, shadow=self.policy_control,
+            facts=self.facts, approvals=self.approvals, shadow=self.policy_control,
             limiter=self.limiter, arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth),
             risk=self.risk, feed=self.feed)
 
@@ -235,6 +236,7 @@ class Gateway:
         row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels, runtime=tier,
                              limits=container_limits)
         live = await asyncio.to_thread(self.sessions.insert, row)
+        self.facts.started(row.id)
         spec = SessionSpec(session_id=row.id, agent_id=agent.id, runtime=tier,
                            limits=self.limits.model_copy(update=container_limits),
                            labels={f"bastion.label.{k}": v for k, v in labels.items()})
@@ -278,6 +280,7 @@ class Gateway:
         """Mark a session ended, drop the detector's state of it, and audit why."""
         await asyncio.to_thread(self.sessions.end, session_id, "ended", reason)
         self.detector_forget(session_id)
+        self.facts.forget(session_id)
         await self.audit.append_async([AuditEntry(kind="session_ended", agent_id=agent_id, session_id=session_id,
                                                   result=record)])
 

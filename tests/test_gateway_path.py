@@ -6,6 +6,7 @@ import socket
 import docker
 import httpx
 
+from gateway.policy_store import CallFacts
 from tests.conftest import Agent, RunningGateway, session_containers_removed
 
 PTRACE_CODE = (
@@ -216,3 +217,18 @@ def test_bad_input_gets_specific_4xx(http: httpx.Client, make_agent, running_gat
     tools = http.get("/v1/tools", headers=dev.headers).json()["tools"]
     assert {t["name"] for t in tools} == {"shell.run", "python.run", "fs.read", "fs.write", "fs.list"}
     assert all(t["input_schema"]["type"] == "object" for t in tools)
+
+
+def test_the_history_policies_see_is_the_audit_logs(http: httpx.Client, make_agent,
+                                                    running_gateway: RunningGateway) -> None:
+    """The gateway keeps each live session's history in memory; it must equal what the audit log gives."""
+    dev = make_agent("developer")
+    sid = _session(http, dev)
+    _call(http, dev, sid, "fs.write", path="notes/a.txt", content="x")
+    _call(http, dev, sid, "shell.run", command="cat notes/a.txt")
+    _call(http, dev, sid, "fs.read", path="/etc/shadow")
+    _call(http, dev, sid, "python.run", code="print(1)")
+    held = running_gateway.gateway.facts.known_history(sid)
+    assert held is not None and [(entry.tool, entry.allow) for entry in held] == [
+        ("fs.write", True), ("shell.run", True), ("fs.read", False), ("python.run", True)]
+    assert held == CallFacts(running_gateway.gateway.engine).load_history(sid)

@@ -54,21 +54,38 @@ def test_call_facts_give_the_sessions_last_calls_from_the_audit_log(engine: Engi
         audit.append([AuditEntry(kind="decision", call_id="other", agent_id="agt_2", session_id="ses_2",
                                  tool="fs.read", allow=True, input={"args": {}})])
         audit.append([AuditEntry(kind="result", call_id="c1", agent_id="agt_1", session_id="ses_1", tool="fs.read")])
-        history, _ = CallFacts(engine).gather("ses_1", "agt_1", "fs.read")
+        history = CallFacts(engine).load_history("ses_1")
     finally:
         audit.close()
     assert [entry.args["path"] for entry in history] == [f"p{n}" for n in range(5, 25)]
     assert history[-1].allow is False and history[0].tool == "fs.read"
     assert len(history[0].args["command"]) == 256
     assert set(history[0].args) == {"path", "command", "url"} and history[0].args["url"] == "7"
-    assert CallFacts(engine).gather("ses_new", "agt_new", "fs.read")[0] == []
+    assert CallFacts(engine).load_history("ses_new") == []
 
 
 def test_rate_counts_cover_allowed_calls_of_the_last_minute() -> None:
     facts = CallFacts(make_engine("sqlite://"))
     for tool, allow in [("fs.read", True), ("shell.run", True), ("shell.run", False), ("shell.run", True)]:
-        facts.record("agt_1", tool, allow)
-    facts.record("agt_2", "shell.run", True)
+        facts.record("agt_1", "ses_1", tool, allow, {})
+    facts.record("agt_2", "ses_2", "shell.run", True, {})
     counts = facts.rates("agt_1", "shell.run")
     assert (counts.agent_calls_1m, counts.tool_calls_1m) == (3, 2)
     assert facts.rates("agt_3", "fs.read").agent_calls_1m == 0
+
+
+def test_a_session_started_here_keeps_its_history_in_memory_as_the_audit_log_would_give_it(engine: Engine) -> None:
+    facts = CallFacts(engine)
+    facts.started("ses_live")
+    for n in range(22):
+        facts.record("agt_1", "ses_live", "fs.read" if n % 2 else "shell.run", n != 21,
+                     {"path": f"p{n}", "command": "x" * 300, "url": 7, "host": None, "content": "not kept"})
+    history = facts.known_history("ses_live")
+    assert history is not None and [entry.args["path"] for entry in history] == [f"p{n}" for n in range(2, 22)]
+    assert history[-1].allow is False and len(history[0].args["command"]) == 256
+    assert set(history[0].args) == {"path", "command", "url"} and history[0].args["url"] == "7"
+    facts.forget("ses_live")
+    assert facts.known_history("ses_live") is None
+    assert facts.known_history("ses_unknown") is None
+    facts.record("agt_1", "ses_unknown", "fs.read", True, {"path": "x"})
+    assert facts.known_history("ses_unknown") is None
