@@ -324,21 +324,11 @@ class DockerRuntime:
         return key
 
     async def _start_companion(self, parent: Session, key: str, image: str) -> Sandbox:
-        launcher = self._require_launcher()
         if not await self._engine.image_exists(image):
             raise SandboxError(f"the tool image {image} is not on the Docker engine: build or load it there")
-        fence = self._cold_fence(key)
-        for stale in await self._engine.labelled(fence):
-            await self._engine.remove(stale.id, fence)
         spec = SessionSpec(session_id=key, agent_id=parent.agent_id)
-        sandbox = await launcher.launch(
-            name=container_name(self._owner, key), host=hostname(parent.session_id),
-            labels={**session_labels(spec, self._owner), PARENT_LABEL: parent.session_id}, fence=fence,
-            limits=parent.limits, runtime=parent.runtime, socket_dir=self._sessions_dir / key, link_name=key,
-            image=image,
-        )  # fmt: skip
-        sandbox.egress.bind(parent.session_id)
-        return sandbox
+        return await self._start_cold(self._require_launcher(), spec, parent.limits, parent.runtime, image=image,
+                                      parent=parent.session_id)
 
     def _companions(self, session_id: str) -> list[Session]:
         return [session for session in self._sessions.values() if session.parent == session_id]
@@ -364,16 +354,20 @@ class DockerRuntime:
             warm[1].egress.bind(session_id)
         return warm
 
-    async def _start_cold(self, launcher: Launcher, spec: SessionSpec, limits: SandboxLimits, tier: str) -> Sandbox:
-        fence = self._cold_fence(spec.session_id)
+    async def _start_cold(self, launcher: Launcher, spec: SessionSpec, limits: SandboxLimits, tier: str, *,
+                          image: str | None = None, parent: str | None = None) -> Sandbox:
+        """A new container for `spec.session_id`: a session's own, or (with `parent`) a companion of that session
+        made from `image`, whose egress is the session's."""
+        key, session_id = spec.session_id, parent or spec.session_id
+        fence = self._cold_fence(key)
         for stale in await self._engine.labelled(fence):
             await self._engine.remove(stale.id, fence)
+        labels = session_labels(spec, self._owner) | ({PARENT_LABEL: parent} if parent else {})
         sandbox = await launcher.launch(
-            name=container_name(self._owner, spec.session_id), host=hostname(spec.session_id),
-            labels=session_labels(spec, self._owner), fence=fence, limits=limits, runtime=tier,
-            socket_dir=self._sessions_dir / spec.session_id, link_name=spec.session_id,
+            name=container_name(self._owner, key), host=hostname(session_id), labels=labels, fence=fence,
+            limits=limits, runtime=tier, socket_dir=self._sessions_dir / key, link_name=key, image=image,
         )  # fmt: skip
-        sandbox.egress.bind(spec.session_id)
+        sandbox.egress.bind(session_id)
         return sandbox
 
     def _prepare(self, session_id: str, request: RunRequest, *, stream: bool) -> tuple[Session, dict[str, Any], float]:
