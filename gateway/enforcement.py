@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
-from sqlmodel import Session
 
 from detector.types import Verdict
 from gateway.audit import AuditEntry, AuditLog
@@ -48,9 +46,8 @@ class Enforcer:
     """Revokes, lifts and applies the detector's graded responses; the only place that turns a decision to
     restrain an agent into effects, and writes each one to the audit log."""
 
-    def __init__(self, engine: Engine, revocations: RevocationStore, sessions: SessionStore, policy: PolicyEngine,
+    def __init__(self, revocations: RevocationStore, sessions: SessionStore, policy: PolicyEngine,
                  sandbox: SandboxRuntime, audit: AuditLog, controls: DetectorControls, risk: RiskBoard) -> None:
-        self._engine = engine
         self._revocations = revocations
         self._sessions = sessions
         self._policy = policy
@@ -100,8 +97,9 @@ class Enforcer:
             result={"revocation_id": row.id, "scope": request.scope, "source": request.source,
                     "created_by": request.created_by, "score": request.score, "killed_sessions": targets})
         self._push_soon()
-        ends = (asyncio.to_thread(self._sessions.end, sid, "revoked", request.reason) for sid in targets)
-        await asyncio.gather(asyncio.to_thread(self._insert, row), self._audit.append_async([entry]), *ends)
+        await asyncio.gather(
+            asyncio.to_thread(self._sessions.end_all, targets, "revoked", request.reason, record=row),
+            self._audit.append_async([entry]))
         self._later(self._remove_containers(targets))
         log.warning("revoked", revocation_id=row.id, scope=request.scope, agent_id=request.agent_id,
                     session_id=request.session_id, tool=request.tool, reason=request.reason, killed=targets)
@@ -165,11 +163,6 @@ class Enforcer:
         """Wait for the background work of earlier revocations (policy pushes, container removals)."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
-
-    def _insert(self, row: Revocation) -> None:
-        with Session(self._engine, expire_on_commit=False) as db:
-            db.add(row)
-            db.commit()
 
     def _add_to_data(self, row: Revocation) -> None:
         self.generation += 1

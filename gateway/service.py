@@ -97,7 +97,7 @@ class Gateway:
         self.detector_controls = DetectorControls(self.engine, settings.detector_mode)
         self.detector_labels = DetectorLabels(self.engine)
         self.risk = RiskBoard(settings.detector_risk_half_life_s, settings.detector_approval_ttl_s)
-        self.enforcer = Enforcer(self.engine, self.revocations, self.sessions, self.policy, self.sandbox, self.audit,
+        self.enforcer = Enforcer(self.revocations, self.sessions, self.policy, self.sandbox, self.audit,
                                  self.detector_controls, self.risk)
         self.feed: DetectorFeed | None = None
         self.facts = CallFacts(self.engine)

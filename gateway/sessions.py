@@ -1,11 +1,12 @@
 """Agent sessions: their rows, their sandbox containers, and an in-process view of live ones."""
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from gateway.models import SandboxSession, utcnow
 
@@ -80,7 +81,24 @@ class SessionStore:
 
     def end(self, session_id: str, status: str, reason: str) -> None:
         """Mark a session finished (ended, revoked or failed)."""
-        self.update(session_id, status=status, status_reason=reason, ended_at=utcnow())
+        self.end_all([session_id], status, reason)
+
+    def end_all(self, session_ids: Sequence[str], status: str, reason: str, *, record: SQLModel | None = None) -> None:
+        """Mark sessions finished in one transaction, with `record` (the row that says why) when given."""
+        ended_at = utcnow()
+        with Session(self._engine, expire_on_commit=False) as db:
+            if record is not None:
+                db.add(record)
+            for session_id in session_ids:
+                row = db.get(SandboxSession, session_id)
+                if row is not None:
+                    row.status, row.status_reason, row.ended_at = status, reason, ended_at
+                    db.add(row)
+            db.commit()
+        for session_id in session_ids:
+            live = self._live.get(session_id)
+            if live is not None:
+                live.status = status
 
     def active_ids(self, agent_id: str | None = None) -> list[str]:
         """Ids of sessions still marked active (optionally of one agent)."""
