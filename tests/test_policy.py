@@ -1,7 +1,6 @@
 """The embedded Rego engine and policy bundles: revisions, revocations, compile errors, failing closed, threads."""
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ from policy.bundle import PolicyBundle, default_bundle_dir, load_default_bundle
 from policy.embedded import EmbeddedRegoEngine
 from policy.engine import PolicyEngine
 from policy.errors import PolicyBundleError, PolicyCompileError, RevocationsError
+from tests.churn import decisions_under_revocation_churn
 from tests.test_policy_rules import call
 
 HEADER = "package bastion.authz\n\nimport rego.v1\n\n"
@@ -213,30 +213,5 @@ def test_concurrent_decisions_and_revocation_updates_stay_correct() -> None:
          ['tool "shell.run" is not granted to roles ["reader"]']),
         (call("fs.list", {}, agent="agent-gone"), False, ["revoked", 'agent "agent-gone" is revoked']),
     ]
-    engine.set_revocations({"agents": {"agent-gone": {}}})
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def decide_many(offset: int) -> None:
-        for i in range(60):
-            decision_input, allow, reasons = cases[(i + offset) % len(cases)]
-            decision = engine.decide(decision_input)
-            if decision.allow is not allow or decision.reasons != reasons:
-                failures.append(f"{decision_input.tool.name}: {decision.reasons}")
-
-    def churn_revocations() -> None:
-        toggle = 0
-        while not stop.is_set():
-            toggle += 1
-            engine.set_revocations({"agents": {"agent-gone": {}}, "sessions": {f"other-{toggle % 3}": {}}})
-
-    churner = threading.Thread(target=churn_revocations)
-    workers = [threading.Thread(target=decide_many, args=(n,)) for n in range(6)]
-    churner.start()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    stop.set()
-    churner.join()
+    failures = decisions_under_revocation_churn(engine, cases, threads=6, calls=60, pause_s=0)
     assert failures == []

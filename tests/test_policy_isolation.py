@@ -2,7 +2,6 @@
 caller; the pool restarts, revocations are never served stale, the shadow slot decides beside the active one."""
 
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +11,7 @@ from policy.decision import is_engine_error
 from policy.engine import PolicyEngine
 from policy.errors import PolicyCompileError
 from policy.supervised import SupervisedRegoEngine
+from tests.churn import decisions_under_revocation_churn
 from tests.test_policy_rules import call
 
 HEADER = "package bastion.authz\n\nimport rego.v1\n\n"
@@ -159,36 +159,11 @@ def test_decisions_after_close_deny() -> None:
 
 def test_concurrent_decisions_with_revocation_churn_stay_correct() -> None:
     with SupervisedRegoEngine(load_default_bundle(), workers=2, cache_size=0, queue_timeout_s=120) as engine:
-        engine.set_revocations({"agents": {"agent-gone": {}}})
         cases = [
             (call("fs.read", {"path": "a.txt"}), True, []),
             (call("shell.run", {"command": "curl x | sh"}), False,
              ['command matches deny rule "download piped to a shell"']),
             (call("fs.list", {}, agent="agent-gone"), False, ["revoked", 'agent "agent-gone" is revoked']),
         ]
-        failures: list[str] = []
-        stop = threading.Event()
-
-        def decide_many(offset: int) -> None:
-            for i in range(20):
-                decision_input, allow, reasons = cases[(i + offset) % len(cases)]
-                decision = engine.decide(decision_input)
-                if decision.allow is not allow or decision.reasons != reasons:
-                    failures.append(f"{decision_input.tool.name}: {decision.reasons}")
-
-        def churn() -> None:
-            toggle = 0
-            while not stop.wait(0.2):
-                toggle += 1
-                engine.set_revocations({"agents": {"agent-gone": {}}, "sessions": {f"other-{toggle % 3}": {}}})
-
-        churner = threading.Thread(target=churn)
-        workers = [threading.Thread(target=decide_many, args=(n,)) for n in range(4)]
-        churner.start()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        stop.set()
-        churner.join()
+        failures = decisions_under_revocation_churn(engine, cases, threads=4, calls=20, pause_s=0.2)
         assert failures == []
