@@ -84,7 +84,8 @@ def container_options(
     executor_file: Path,
     socket_dir: Path,
 ) -> dict[str, Any]:
-    """Keyword arguments for `containers.run`: no network, no capabilities, read-only, non-root, capped."""
+    """Keyword arguments for `containers.create` (never `run`, which pulls a missing image from a registry): no
+    network, no capabilities, read-only, non-root, capped."""
     memory = f"{limits.memory_mb}m"
     return {
         "image": image,

@@ -84,9 +84,10 @@ class Launcher:
                 seccomp_profile=profile_text(), executor_file=self._executor_file, socket_dir=socket_dir,
             )  # fmt: skip
             container = await self._engine.call(
-                f"starting the sandbox {name}", self._engine.client.containers.run, **options
+                f"creating the sandbox {name}", self._engine.client.containers.create, **options
             )
             try:
+                await self._engine.call(f"starting the sandbox {name}", container.start)
                 await self._wait_for_executor(container, link)
                 await self._engine.call("inspecting the sandbox container", container.reload)
             except BaseException:

@@ -296,3 +296,15 @@ async def test_a_session_that_expires_takes_its_companions_along(
     await eventually(lambda: any(seen == session_id for seen, _ in expirations.seen))
     assert [seen for seen, _ in expirations.seen if seen.startswith(session_id)] == [session_id]
     await eventually(lambda: companions(docker_client, session_id) == [])
+
+
+async def test_a_missing_tool_image_is_an_error_and_never_a_pull(
+    runtime: DockerRuntime, docker_client: docker.DockerClient
+) -> None:
+    session_id = new_id("noimg")
+    await runtime.create(SessionSpec(session_id=session_id, agent_id="agent-1"))
+    with pytest.raises(SandboxError, match="bastion-test-absent:1 is not on the Docker engine"):
+        await runtime.run(session_id, RunRequest(op="list", path=".", image="bastion-test-absent:1"))
+    assert companions(docker_client, session_id) == []
+    assert (await sh(runtime, session_id, "true")).exit_code == 0
+    assert await runtime.kill(session_id)
