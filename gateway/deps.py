@@ -11,8 +11,8 @@ from gateway.service import Gateway
 from gateway.sessions import LiveSession
 
 
-def get_gateway(request: Request) -> Gateway:
-    """The gateway this app serves."""
+async def get_gateway(request: Request) -> Gateway:
+    """The gateway this app serves (a coroutine: FastAPI would run a plain function in a worker thread)."""
     return request.app.state.gateway
 
 

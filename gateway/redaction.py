@@ -4,6 +4,8 @@ import hashlib
 import hmac
 from typing import Any
 
+KNOWN_FIELDS = 4096
+
 
 class Redactor:
     """Replaces values of sensitive fields by a keyed hash, so equal secrets still correlate."""
@@ -11,11 +13,19 @@ class Redactor:
     def __init__(self, field_names: list[str], key: bytes) -> None:
         self._needles = [name.lower().replace("-", "_") for name in field_names]
         self._key = key
+        self._known: dict[str, bool] = {}
 
     def is_sensitive(self, field: str) -> bool:
-        """True when the field name contains one of the configured names."""
-        normalized = field.lower().replace("-", "_")
-        return any(needle in normalized for needle in self._needles)
+        """True when the field name contains one of the configured names (answers for the names seen most
+        recently are kept: every call's input repeats the same few)."""
+        known = self._known.get(field)
+        if known is None:
+            normalized = field.lower().replace("-", "_")
+            known = any(needle in normalized for needle in self._needles)
+            if len(self._known) >= KNOWN_FIELDS:
+                self._known.clear()
+            self._known[field] = known
+        return known
 
     def redact(self, value: Any) -> Any:
         """A copy of `value` with every sensitive field's value replaced, at any depth."""
