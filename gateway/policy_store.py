@@ -5,7 +5,7 @@ import asyncio
 import json
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from datetime import timedelta
 from typing import Any
 
@@ -137,7 +137,7 @@ class CallFacts:
         self._engine = engine
         self._max_agents = max_agents
         self._max_sessions = max_sessions
-        self._allowed: OrderedDict[str, deque[tuple[float, str]]] = OrderedDict()
+        self._allowed: OrderedDict[str, _RecentCalls] = OrderedDict()
         self._histories: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         self._lock = threading.Lock()
         table = AuditRecord.__table__  # type: ignore[attr-defined]
@@ -191,12 +191,11 @@ class CallFacts:
         """Allowed calls of the agent (and of this tool) in the last RATE_WINDOW, as counted here."""
         horizon = time.monotonic() - RATE_WINDOW.total_seconds()
         with self._lock:
-            calls = self._allowed.get(agent_id)
-            if not calls:
+            recent = self._allowed.get(agent_id)
+            if recent is None:
                 return RateCounts()
-            while calls and calls[0][0] < horizon:
-                calls.popleft()
-            return RateCounts(agent_calls_1m=len(calls), tool_calls_1m=sum(1 for _, name in calls if name == tool))
+            recent.expire(horizon)
+            return RateCounts(agent_calls_1m=len(recent.calls), tool_calls_1m=recent.by_tool[tool])
 
     def record(self, agent_id: str, session_id: str, tool: str, allow: bool, args: dict[str, Any]) -> None:
         """Count a decision just recorded in the audit log: in the session's history (with its arguments as stored,
@@ -210,11 +209,29 @@ class CallFacts:
                 entries.append(entry)
             if not allow:
                 return
-            calls = self._allowed.setdefault(agent_id, deque())
+            recent = self._allowed.setdefault(agent_id, _RecentCalls())
             self._allowed.move_to_end(agent_id)
-            calls.append((time.monotonic(), tool))
+            recent.add(time.monotonic(), tool)
             while len(self._allowed) > self._max_agents:
                 self._allowed.popitem(last=False)
+
+
+class _RecentCalls:
+    """One agent's allowed calls, oldest first, with a running count per tool."""
+
+    def __init__(self) -> None:
+        self.calls: deque[tuple[float, str]] = deque()
+        self.by_tool: Counter[str] = Counter()
+
+    def add(self, at: float, tool: str) -> None:
+        self.calls.append((at, tool))
+        self.by_tool[tool] += 1
+
+    def expire(self, horizon: float) -> None:
+        """Forget the calls made before `horizon`."""
+        while self.calls and self.calls[0][0] < horizon:
+            _, tool = self.calls.popleft()
+            self.by_tool[tool] -= 1
 
 
 def _as_text(value: Any) -> str:
