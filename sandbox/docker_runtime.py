@@ -334,14 +334,11 @@ class DockerRuntime:
         return [session for session in self._sessions.values() if session.parent == session_id]
 
     async def _kill_companions(self, session_id: str) -> None:
-        """Remove every companion container of the session, tracked or left over from an earlier gateway."""
+        """Remove the session's companion containers (one left by an earlier gateway process is an orphan the
+        reaper removes)."""
         for companion in self._companions(session_id):
             del self._sessions[companion.session_id]
             await self._discard(companion.sandbox)
-        for container in await self._engine.labelled({OWNER_LABEL: self._owner, PARENT_LABEL: session_id}):
-            key = container.labels.get(SESSION_LABEL, "")
-            await self._engine.remove(container.id, self._cold_fence(key))
-            shutil.rmtree(self._sessions_dir / key, ignore_errors=True)
 
     def _take_warm(self, session_id: str, limits: SandboxLimits, tier: str) -> tuple[str, Sandbox] | None:
         """A pooled sandbox bound to the session, when the pool has one made like this session's would be."""

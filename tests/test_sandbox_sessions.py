@@ -308,3 +308,14 @@ async def test_a_missing_tool_image_is_an_error_and_never_a_pull(
     assert companions(docker_client, session_id) == []
     assert (await sh(runtime, session_id, "true")).exit_code == 0
     assert await runtime.kill(session_id)
+
+
+async def test_a_companion_whose_session_is_not_live_is_reaped(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, other_image: str
+) -> None:
+    session_id = new_id("comporph")
+    await runtime.create(SessionSpec(session_id=session_id, agent_id="agent-1"))
+    assert (await sh(runtime, session_id, "true", image=other_image)).exit_code == 0
+    (companion,) = companions(docker_client, session_id)
+    removed = await runtime.reap(set())
+    assert companion in removed and companions(docker_client, session_id) == []
