@@ -151,8 +151,6 @@ class Enforcer:
 
     async def _push(self) -> None:
         self._push_scheduled = False
-        self.generation = 0
-        """Counts the changes to the revocations in force (caches of what an agent may do key on it)."""
         async with self._data_lock:
             try:
                 await asyncio.to_thread(self._policy.set_revocations, copy.deepcopy(self._data))

@@ -121,6 +121,9 @@ async def test_revoked_agent_sees_no_tools_and_every_call_refused(running_gatewa
         after = await client.call_tool("shell.run", {"command": "true"})
         assert after.is_error is True and "revoked" in after.content[0].text
         assert (await client.list_tools(cache_mode="refresh")).tools == []
+        lifted = http.delete(f"/v1/revocations/{revoked.json()['id']}", headers=running_gateway.admin)
+        assert lifted.status_code == 200, lifted.text
+        assert "shell.run" in {tool.name for tool in (await client.list_tools(cache_mode="refresh")).tools}
 
 
 async def test_http_level_refusals(running_gateway: RunningGateway, make_agent) -> None:
