@@ -65,19 +65,7 @@ class SessionStore:
 
     def update(self, session_id: str, **values: object) -> None:
         """Write fields of one session row (and mirror them in memory)."""
-        with Session(self._engine) as db:
-            row = db.get(SandboxSession, session_id)
-            if row is None:
-                return
-            for name, value in values.items():
-                setattr(row, name, value)
-            db.add(row)
-            db.commit()
-        live = self._live.get(session_id)
-        if live is not None:
-            for name in ("status", "container_id", "call_count"):
-                if name in values:
-                    setattr(live, name, values[name])
+        self._write([session_id], values)
 
     def end(self, session_id: str, status: str, reason: str) -> None:
         """Mark a session finished (ended, revoked or failed)."""
@@ -85,20 +73,27 @@ class SessionStore:
 
     def end_all(self, session_ids: Sequence[str], status: str, reason: str, *, record: SQLModel | None = None) -> None:
         """Mark sessions finished in one transaction, with `record` (the row that says why) when given."""
-        ended_at = utcnow()
+        self._write(session_ids, {"status": status, "status_reason": reason, "ended_at": utcnow()}, record)
+
+    def _write(self, session_ids: Sequence[str], values: dict[str, object], record: SQLModel | None = None) -> None:
+        """Set `values` on the sessions' rows (and `record` beside them) in one transaction; mirror them in memory."""
         with Session(self._engine, expire_on_commit=False) as db:
             if record is not None:
                 db.add(record)
             for session_id in session_ids:
                 row = db.get(SandboxSession, session_id)
-                if row is not None:
-                    row.status, row.status_reason, row.ended_at = status, reason, ended_at
-                    db.add(row)
+                if row is None:
+                    continue
+                for name, value in values.items():
+                    setattr(row, name, value)
+                db.add(row)
             db.commit()
         for session_id in session_ids:
             live = self._live.get(session_id)
             if live is not None:
-                live.status = status
+                for name in ("status", "container_id", "call_count"):
+                    if name in values:
+                        setattr(live, name, values[name])
 
     def active_ids(self, agent_id: str | None = None) -> list[str]:
         """Ids of sessions still marked active (optionally of one agent)."""
