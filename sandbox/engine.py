@@ -66,13 +66,15 @@ class DockerEngine:
 
     async def image_exists(self, image: str) -> bool:
         """True when the engine holds `image` locally."""
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self.client.images.get, image), API_TIMEOUT_S)
-        except docker.errors.ImageNotFound:
-            return False
-        except DOCKER_ERRORS as exc:
-            raise SandboxError(f"Docker failed while looking up the image {image}: {exc}") from exc
-        return True
+
+        def present() -> bool:
+            try:
+                self.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return False
+            return True
+
+        return await self.call(f"looking up the image {image}", present)
 
     async def labelled(self, labels: dict[str, str]) -> list[Container]:
         """Every container (running or not) that carries all of `labels` (one removed while listing is left out)."""
