@@ -7,8 +7,6 @@ the default policy's per-minute ones) are lifted: the calls come faster than any
 """
 
 import argparse
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,22 +16,9 @@ from pathlib import Path
 
 import docker
 import httpx
-from gateway_overhead import unlimited_policy
+from gateway_overhead import free_port, gateway_env, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The q-th percentile (0..100) of the samples."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    """An unused loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -44,13 +29,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bst-bench-", dir="/tmp"))
     port = free_port()
     admin_key = "bench-admin-" + "k" * 32
-    checkpoint = ROOT / "var" / "detector.pt"
-    env = {**os.environ, "BASTION_DATA_DIR": str(data_dir), "BASTION_ADMIN_KEY": admin_key,
-           "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning",
-           "BASTION_POLICY_DIR": str(unlimited_policy(data_dir)),
-           "BASTION_RATE_LIMIT_AGENT_PER_MINUTE": "1000000", "BASTION_RATE_LIMIT_AGENT_BURST": "1000000"}
-    if checkpoint.exists():
-        env["BASTION_DETECTOR_CHECKPOINT"] = str(checkpoint)
+    env = gateway_env(data_dir, port, admin_key)
     server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"

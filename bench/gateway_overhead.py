@@ -68,16 +68,22 @@ def unlimited_policy(data_dir: Path) -> Path:
     return bundle
 
 
-def start_gateway() -> tuple[subprocess.Popen[bytes], str]:
-    """`bastion serve` on a fresh SQLite database with rate limits out of the way; waits until ready."""
-    port = free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="bst-ovh-", dir="/tmp"))
+def gateway_env(data_dir: Path, port: int, admin_key: str) -> dict[str, str]:
+    """The environment of a benchmarked `bastion serve`: a fresh SQLite database in `data_dir`, rate limits (the
+    gateway's and the default policy's) out of the way, the checkpoint `make run` trained when there is one."""
     env = {**os.environ, "BASTION_DATA_DIR": str(data_dir), "BASTION_POLICY_DIR": str(unlimited_policy(data_dir)),
-           "BASTION_ADMIN_KEY": ADMIN_KEY, "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning",
+           "BASTION_ADMIN_KEY": admin_key, "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning",
            "BASTION_RATE_LIMIT_AGENT_PER_MINUTE": "1000000", "BASTION_RATE_LIMIT_AGENT_BURST": "1000000"}
     checkpoint = ROOT / "var" / "detector.pt"
     if checkpoint.exists():
         env["BASTION_DETECTOR_CHECKPOINT"] = str(checkpoint)
+    return env
+
+
+def start_gateway() -> tuple[subprocess.Popen[bytes], str]:
+    """`bastion serve` on a fresh SQLite database with rate limits out of the way; waits until ready."""
+    port = free_port()
+    env = gateway_env(Path(tempfile.mkdtemp(prefix="bst-ovh-", dir="/tmp")), port, ADMIN_KEY)
     server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
