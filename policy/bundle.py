@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from policy.errors import PolicyBundleError
+from policy.input_paths import InputPaths, referenced_input_paths
 
 DATA_FILE = "data.json"
 TEST_SUFFIX = "_test.rego"
@@ -30,6 +31,11 @@ class PolicyBundle:
             ensure_ascii=False,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @cached_property
+    def input_paths(self) -> InputPaths | None:
+        """The parts of `input` the modules read (None: all of it); decisions send rego-cpp only these."""
+        return referenced_input_paths(self.modules.values())
 
     @classmethod
     def load(cls, directory: Path | str) -> "PolicyBundle":

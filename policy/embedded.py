@@ -68,11 +68,12 @@ class EmbeddedRegoEngine:
     def decide(self, decision_input: DecisionInput) -> Decision:
         """Evaluate `data.bastion.authz.decision`; any failure is a deny saying so (fail closed)."""
         try:
-            document = input_json(decision_input)
+            active = self._active
+            document = input_json(decision_input, active.bundle.input_paths)
         except (TypeError, ValueError) as exc:
-            return engine_error(f"input cannot be sent to the policy: {exc}", self._active.revision)
+            return engine_error(f"input cannot be sent to the policy: {exc}", active.revision)
         with _REGO_LOCK:
-            return self._decide(document, self._active)
+            return self._decide(document, active)
 
     def ping(self) -> bool:
         """True when the engine answers a well-formed decision for a known input."""

@@ -2,6 +2,7 @@
 
 import json
 
+from policy.input_paths import InputPaths, project_input
 from policy.types import DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
 
 SAMPLE_INPUT = DecisionInput(
@@ -13,9 +14,10 @@ SAMPLE_INPUT = DecisionInput(
 )
 
 
-def input_json(decision_input: DecisionInput) -> str:
-    """The input document as the JSON term rego-cpp parses (keeps NUL and control characters intact)."""
-    document = decision_input.model_dump(mode="json")
+def input_json(decision_input: DecisionInput, paths: InputPaths | None = None) -> str:
+    """The input document as the JSON term rego-cpp parses (keeps NUL and control characters intact),
+    keeping only what lies on `paths` when given (`PolicyBundle.input_paths`)."""
+    document = project_input(decision_input.model_dump(mode="json"), paths)
     return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 

@@ -9,7 +9,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ log = structlog.get_logger()
 ACTIVE = "active"
 SHADOW = "shadow"
 _MAX_BACKOFF_S = 2.0
+_STALE_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -181,23 +182,12 @@ class SupervisedRegoEngine:
         return self._decide_input(SHADOW, decision_input)
 
     def decide_json(self, document: str, slot: str = ACTIVE) -> Decision:
-        """Decide for an input already serialized as JSON (`policy.sample.input_json`)."""
-        state = self._state
-        current = state.slots.get(slot)
-        if current is None:
-            return engine_error(f"no policy loaded in slot {slot!r}", "")
-        cached = self._cache.get(current.revision, document)
-        if cached is not None:
-            return cached
-        decision = self._evaluate(state, slot, current.revision, document)
-        if not is_engine_error(decision):
-            self._cache.put(current.revision, document, decision)
-        return decision
+        """Decide for an input already serialized as JSON (`policy.sample.input_json`, whole)."""
+        return self._decide_with(slot, lambda _slot: document)
 
     def ping(self) -> bool:
         """True when an evaluator answers a well-formed decision for the sample call."""
-        state = self._state
-        return not is_engine_error(self._evaluate(state, ACTIVE, state.slots[ACTIVE].revision, SAMPLE_JSON))
+        return not is_engine_error(self._decide_with(ACTIVE, lambda _slot: SAMPLE_JSON, use_cache=False))
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until every evaluator is up (after a restart); False on timeout."""
@@ -222,15 +212,34 @@ class SupervisedRegoEngine:
         self.close()
 
     def _decide_input(self, slot: str, decision_input: DecisionInput) -> Decision:
-        try:
-            document = input_json(decision_input)
-        except (TypeError, ValueError) as exc:
-            revision = self._state.slots[slot].revision if slot in self._state.slots else ""
-            return engine_error(f"input cannot be sent to the policy: {exc}", revision)
-        return self.decide_json(document, slot)
+        return self._decide_with(slot, lambda current: input_json(decision_input, current.bundle.input_paths))
 
-    def _evaluate(self, state: _State, slot: str, revision: str, document: str) -> Decision:
-        """One decision on a free evaluator, turning every failure into a deny."""
+    def _decide_with(self, slot: str, render: Callable[[PolicySlot], str], use_cache: bool = True) -> Decision:
+        """Decide the input `render` writes for the slot's policy, again if that policy changes meanwhile."""
+        for _ in range(_STALE_RETRIES):
+            state = self._state
+            current = state.slots.get(slot)
+            if current is None:
+                return engine_error(f"no policy loaded in slot {slot!r}", "")
+            try:
+                document = render(current)
+            except (TypeError, ValueError) as exc:
+                return engine_error(f"input cannot be sent to the policy: {exc}", current.revision)
+            cached = self._cache.get(current.revision, document) if use_cache else None
+            if cached is not None:
+                return cached
+            decision = self._evaluate(state, slot, current.revision, document)
+            if decision is None:
+                continue
+            if use_cache and not is_engine_error(decision):
+                self._cache.put(current.revision, document, decision)
+            return decision
+        return engine_error(f"the policy changed {_STALE_RETRIES} times while this call was being decided",
+                            self._state.slots[slot].revision if slot in self._state.slots else "")
+
+    def _evaluate(self, state: _State, slot: str, revision: str, document: str) -> Decision | None:
+        """One decision on a free evaluator, turning every failure into a deny; None when the evaluator
+        holds a newer state than `state` (the input was written for a policy no longer in force)."""
         if self._closed:
             return engine_unavailable("the engine is closed", revision)
         if self._ready == 0:
@@ -242,6 +251,9 @@ class SupervisedRegoEngine:
         try:
             if worker.generation != self._state.generation:
                 self._refresh(worker, self._state)
+            if worker.generation != state.generation:
+                self._idle.put(worker)
+                return None
             assert worker.process is not None
             raw = worker.process.request(wire.DECIDE, slot.encode() + b"\n" + document.encode(), self._budget_s)
             decision = decision_from_document(json.loads(raw), revision)
