@@ -1,10 +1,12 @@
 """The hash chain: what an entry is, the bytes a record's hash covers, and linking entries after the tail."""
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from gateway.keys import time_ordered_hex
@@ -61,9 +63,9 @@ def prepare(entry: AuditEntry) -> PreparedEntry:
     values = {name: getattr(entry, name) for name in HASHED_FIELDS if name not in CHAIN_FIELDS}
     values["reasons"] = list(entry.reasons)
     values.update({name: getattr(entry, name) for name in OPTIONAL_HASHED_FIELDS if getattr(entry, name) is not None})
-    encoded = {name: _CANONICAL_JSON.encode(value) for name, value in values.items()}
+    encoded = {name: _encode(value) for name, value in values.items()}
     segments, current = [], "{"
-    for index, name in enumerate(sorted([*values, *CHAIN_FIELDS])):
+    for index, name in enumerate(_field_order(tuple(values))):
         current += f'{"," if index else ""}"{name}":'
         if name in CHAIN_FIELDS:
             segments.append(current)
@@ -73,6 +75,25 @@ def prepare(entry: AuditEntry) -> PreparedEntry:
     segments.append(current + "}")
     json_columns = {name: None if values.get(name) is None else encoded[name] for name in JSON_COLUMNS}
     return PreparedEntry(entry, (segments[0], segments[1], segments[2], segments[3]), json_columns)
+
+
+def _encode(value: Any) -> str:
+    """`value` as canonical JSON; strings and constants directly, the same text the encoder writes for them."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is str:
+        return encode_basestring(value)
+    return _CANONICAL_JSON.encode(value)
+
+
+@functools.cache
+def _field_order(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The hashed fields in canonical (sorted) order: `names` and the chain's own fields."""
+    return tuple(sorted([*names, *CHAIN_FIELDS]))
 
 
 @dataclass(slots=True)

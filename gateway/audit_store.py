@@ -17,19 +17,22 @@ PG_LOCK_TIMEOUT = "30s"
 _COLUMN_VALUES = operator.attrgetter(*COLUMN_NAMES)
 _JSON_INDEXES = tuple(COLUMN_NAMES.index(name) for name in JSON_COLUMNS)
 _TIMESTAMP_INDEX = COLUMN_NAMES.index("timestamp")
+_SQLITE_INSERT = f"INSERT INTO audit_records ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
+_PG_ROW_MARKERS = f"({', '.join(['%s'] * len(COLUMN_NAMES))})"
 
 
 def insert_records(connection: Connection, records: Sequence[ChainedRecord]) -> None:
-    """Insert the records with few multi-row statements on the driver, in SQLAlchemy's storage formats (JSON
-    text; on SQLite, UTC timestamps as text), so a batch costs little beyond its commit."""
-    sqlite = connection.dialect.name == "sqlite"
-    marker = "?" if sqlite else "%s"
-    row_markers = f"({', '.join([marker] * len(COLUMN_NAMES))})"
+    """Insert the records on the driver, in SQLAlchemy's storage formats (JSON text; on SQLite, UTC timestamps
+    as text), so a batch costs little beyond its commit: SQLite steps one prepared single-row statement per
+    record (executemany, in C), PostgreSQL takes few multi-row statements (one round trip each)."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(_SQLITE_INSERT, [tuple(_driver_row(record, True)) for record in records])
+        return
     for start in range(0, len(records), ROWS_PER_STATEMENT):
         chunk = records[start:start + ROWS_PER_STATEMENT]
-        values = ", ".join([row_markers] * len(chunk))
+        values = ", ".join([_PG_ROW_MARKERS] * len(chunk))
         connection.exec_driver_sql(f"INSERT INTO audit_records ({', '.join(COLUMN_NAMES)}) VALUES {values}",
-                                   tuple(value for record in chunk for value in _driver_row(record, sqlite)))
+                                   tuple(value for record in chunk for value in _driver_row(record, False)))
 
 
 def _driver_row(record: ChainedRecord, sqlite: bool) -> list[Any]:
