@@ -67,6 +67,10 @@ def test(directory: Annotated[Path, typer.Argument(help="Bundle directory: .rego
     _print_report(report.to_json(), [test.to_json() for test in report.tests])
     passed = sum(test.passed for test in report.tests)
     console.print(f"{passed}/{len(report.tests)} tests passed, revision {report.revision}")
+    if report.reads_input is None:
+        console.print("reads all of input (it uses input other than by fixed paths, so every decision sends it whole)")
+    else:
+        console.print(f"reads {', '.join(report.reads_input)} (only these parts of input are sent to the evaluator)")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -43,6 +43,14 @@ def project_input(document: Mapping[str, Any], paths: InputPaths | None) -> Mapp
     return _take(document, tree)
 
 
+def input_references(paths: InputPaths | None) -> list[str] | None:
+    """The paths as sorted Rego references (`input.tool.name`, `input.args["a-b"]`); None stays None."""
+    if paths is None:
+        return None
+    return sorted("input" + "".join(f".{segment}" if _IDENT.fullmatch(segment) else f"[{json.dumps(segment)}]"
+                                    for segment in path) for path in paths)
+
+
 def _take(value: Any, tree: dict[str, Any] | None) -> Any:
     """The part of `value` the tree names; a leaf (None) or a non-object value is kept whole."""
     if tree is None or not isinstance(value, Mapping):

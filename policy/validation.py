@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from policy.bundle import DATA_FILE, TEST_SUFFIX, PolicyBundle
 from policy.config_schema import CONFIG_SCHEMA
 from policy.errors import PolicyBundleError, PolicyCompileError
+from policy.input_paths import input_references
 from policy.revocations import REVOCATIONS_KEY
 from policy.supervised import check_bundle
 from policy.testing import TestOutcome, run_policy_tests
@@ -60,6 +61,7 @@ class ValidationReport:
     revision: str | None
     errors: list[SourceError] = field(default_factory=list)
     tests: list[TestOutcome] = field(default_factory=list)
+    reads_input: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,7 @@ class ValidationReport:
 
     def to_json(self) -> dict[str, Any]:
         """The report as the API and CLI show it."""
-        return {"ok": self.ok, "revision": self.revision,
+        return {"ok": self.ok, "revision": self.revision, "reads_input": self.reads_input,
                 "errors": [{**vars(error), "text": str(error)} for error in self.errors],
                 "tests": {"total": len(self.tests), "passed": sum(t.passed for t in self.tests),
                           "failed": [test.to_json() for test in self.failed_tests]}}
@@ -122,7 +124,8 @@ def validate(upload: UploadedBundle, revocations: Mapping[str, Any] | None = Non
              timeout_s: float = 30.0) -> ValidationReport:
     """Schema-check the data, compile the policy and decide a sample call, then run the tests."""
     bundle = upload.bundle
-    report = ValidationReport(revision=bundle.revision, errors=data_errors(bundle.data))
+    report = ValidationReport(revision=bundle.revision, errors=data_errors(bundle.data),
+                              reads_input=input_references(bundle.input_paths))
     if report.errors:
         return report
     try:

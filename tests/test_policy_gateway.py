@@ -356,6 +356,7 @@ def test_the_policy_cli_pushes_lists_diffs_activates_and_rolls_back(policy_gatew
     (tmp_path / "data.json").write_text(json.dumps(data))
     tested = runner.invoke(cli, ["policy", "test", str(tmp_path)])
     assert tested.exit_code == 0 and "tests passed" in tested.output
+    assert "reads input.args," in tested.output and "input.session.history" in tested.output
     pushed = runner.invoke(cli, ["policy", "push", str(tmp_path), "-m", "from the cli", *options])
     assert pushed.exit_code == 0, pushed.output
     version = int(pushed.output.split("stored version ")[1].split()[0])

@@ -6,9 +6,10 @@ import pytest
 
 from policy.bundle import PolicyBundle, load_default_bundle
 from policy.embedded import EmbeddedRegoEngine
-from policy.input_paths import project_input, referenced_input_paths
+from policy.input_paths import input_references, project_input, referenced_input_paths
 from policy.revocations import normalize_revocations, revocations_digest
 from policy.supervised import SupervisedRegoEngine
+from policy.validation import ValidationReport, read_upload, validate
 from tests.test_policy_rules import call
 
 HEAD = "package bastion.authz\n\nimport rego.v1\n\n"
@@ -50,6 +51,21 @@ def test_projection_keeps_only_the_named_subtrees_and_whole_non_objects() -> Non
     paths = frozenset({("tool", "name"), ("args", "x"), ("missing", "y")})
     assert project_input(document, paths) == {"tool": {"name": "a"}, "args": [1, 2]}
     assert project_input(document, None) is document
+
+
+def test_paths_are_shown_as_rego_references() -> None:
+    paths = frozenset({("tool", "name"), ("args", "file-name"), ("version",)})
+    assert input_references(paths) == ['input.args["file-name"]', "input.tool.name", "input.version"]
+    assert input_references(None) is None
+
+
+def test_validation_reports_what_a_bundle_reads() -> None:
+    def report_for(rule: str) -> ValidationReport:
+        return validate(read_upload({"decision.rego": DECISION, "rules.rego": HEAD + rule}, None))
+
+    named = report_for('deny contains "x" if input.tool.risk == "high"')
+    assert named.ok and named.to_json()["reads_input"] == ["input.tool.risk"]
+    assert report_for('deny contains "x" if walk(input, _)').reads_input is None
 
 
 def test_the_default_library_reads_named_paths_only() -> None:
