@@ -32,7 +32,7 @@ def serve(
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+    uvicorn.run(create_app(settings, freeze_heap=True), host=host or settings.host, port=port or settings.port,
                 log_level="warning", access_log=False)
 
 

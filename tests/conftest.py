@@ -94,10 +94,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_gateway(settings: Settings) -> RunningGateway:
+def serve_gateway(settings: Settings, freeze_heap: bool = False) -> RunningGateway:
     """Start a gateway on a free loopback port and wait until it answers."""
     port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(settings, freeze_heap=freeze_heap), host="127.0.0.1", port=port,
+                            log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

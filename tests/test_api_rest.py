@@ -1,13 +1,15 @@
 """The REST surface: OpenAPI document, problem types, body limits, idempotency, streaming, agent admin."""
 
+import gc
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Agent, RunningGateway
+from tests.conftest import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 UUID_COMMAND = "cat /proc/sys/kernel/random/uuid"
 
@@ -233,3 +235,25 @@ def test_same_key_while_the_first_call_runs_is_409_in_progress(http: httpx.Clien
         assert first.result().status_code == 200
     after = http.post(_calls_url(sid), json=body, headers=headers)
     assert after.json() == first.result().json() and after.headers["idempotency-replayed"] == "true"
+
+
+def test_a_served_gateway_takes_its_startup_heap_out_of_the_collectors_reach(
+        tmp_path: Path, detector_checkpoint: Path, sandbox_image: str) -> None:
+    """`bastion serve` freezes what starting allocated, so full collections no longer walk torch and the app
+    (pauses of hundreds of milliseconds under load); it still answers calls afterwards."""
+    gc.unfreeze()
+    running = serve_gateway(gateway_settings(Path(tempfile_short("gc")), detector_checkpoint, sandbox_image),
+                            freeze_heap=True)
+    try:
+        assert gc.get_freeze_count() > 100_000
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            assert client.get("/readyz").status_code == 200
+            created = client.post("/v1/agents", json={"name": "gc", "roles": ["developer"]}, headers=running.admin)
+            headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
+            sid = client.post("/v1/sessions", headers=headers).json()["session_id"]
+            called = client.post(_calls_url(sid), json={"tool": "shell.run", "args": {"command": "echo ok"}},
+                                 headers=headers)
+            assert called.status_code == 200 and called.json()["result"]["stdout"] == "ok\n"
+    finally:
+        running.stop()
+        gc.unfreeze()
