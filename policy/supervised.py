@@ -181,10 +181,6 @@ class SupervisedRegoEngine:
             return None
         return self._decide_input(SHADOW, decision_input)
 
-    def decide_json(self, document: str, slot: str = ACTIVE) -> Decision:
-        """Decide for an input already serialized as JSON (`policy.sample.input_json`, whole)."""
-        return self._decide_with(slot, lambda _slot: document)
-
     def ping(self) -> bool:
         """True when an evaluator answers a well-formed decision for the sample call."""
         return not is_engine_error(self._decide_with(ACTIVE, lambda _slot: SAMPLE_JSON, use_cache=False))
