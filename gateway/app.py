@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
 def freeze_startup_heap() -> None:
     """Move what starting the gateway allocated (torch, the detector model, the app: about half a million objects)
     out of the cyclic collector's reach. Otherwise every full collection walks all of it again, and under load
-    those pauses stopped the event loop and every thread for 250-350 ms at a time; after, 8-35 ms."""
+    those pauses stopped the event loop and every thread for 250-350 ms at a time; after, 10-45 ms."""
     gc.collect()
     gc.freeze()
     log.info("startup heap frozen", objects=gc.get_freeze_count())

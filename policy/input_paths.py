@@ -7,6 +7,7 @@ all of it, and then nothing is left out. Strings and comments are skipped, so te
 never counts; a string this reader cannot delimit, or a template string, also means all of it.
 """
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,13 +35,19 @@ def project_input(document: Mapping[str, Any], paths: InputPaths | None) -> Mapp
     """`document` keeping only what lies on `paths` (all of it when `paths` is None), key order kept."""
     if paths is None:
         return document
+    return _take(document, _path_tree(paths))
+
+
+@functools.lru_cache(maxsize=64)
+def _path_tree(paths: InputPaths) -> dict[str, Any]:
+    """The paths as nested keys, a leaf (None) where a subtree is kept whole; built once per bundle's paths."""
     tree: dict[str, Any] = {}
     for path in sorted(paths, key=len):
         node = tree
         for segment in path[:-1]:
             node = node.setdefault(segment, {})
         node[path[-1]] = None
-    return _take(document, tree)
+    return tree
 
 
 def input_references(paths: InputPaths | None) -> list[str] | None:

@@ -10,14 +10,15 @@ from policy.input_paths import input_references, project_input, referenced_input
 from policy.revocations import normalize_revocations, revocations_digest
 from policy.supervised import SupervisedRegoEngine
 from policy.validation import ValidationReport, read_upload, validate
+from tests.test_policy import HEADER
 from tests.test_policy_rules import call
 
-HEAD = "package bastion.authz\n\nimport rego.v1\n\n"
-DECISION = HEAD + 'decision := {"allow": count(deny) == 0, "reasons": sort([r | some r in deny]), "obligations": {}}\n'
+DECISION = HEADER + ('decision := {"allow": count(deny) == 0, "reasons": sort([r | some r in deny]), '
+                     '"obligations": {}}\n')
 
 
 def bundle(rules: str) -> PolicyBundle:
-    return PolicyBundle(modules={"decision.rego": DECISION, "rules.rego": HEAD + rules})
+    return PolicyBundle(modules={"decision.rego": DECISION, "rules.rego": HEADER + rules})
 
 
 @pytest.mark.parametrize(("source", "paths"), [
@@ -30,7 +31,7 @@ def bundle(rules: str) -> PolicyBundle:
     ('x := "a \\" input" if input.version', {("version",)}),
 ])
 def test_the_reader_finds_the_paths_a_module_reads(source: str, paths: set[tuple[str, ...]]) -> None:
-    assert referenced_input_paths([HEAD + source]) == paths
+    assert referenced_input_paths([HEADER + source]) == paths
 
 
 @pytest.mark.parametrize("source", [
@@ -43,7 +44,7 @@ def test_the_reader_finds_the_paths_a_module_reads(source: str, paths: set[tuple
     'x := "unterminated\ny if input.tool.name',
 ])
 def test_any_other_use_of_input_keeps_all_of_it(source: str) -> None:
-    assert referenced_input_paths([HEAD + source]) is None
+    assert referenced_input_paths([HEADER + source]) is None
 
 
 def test_projection_keeps_only_the_named_subtrees_and_whole_non_objects() -> None:
@@ -61,7 +62,7 @@ def test_paths_are_shown_as_rego_references() -> None:
 
 def test_validation_reports_what_a_bundle_reads() -> None:
     def report_for(rule: str) -> ValidationReport:
-        return validate(read_upload({"decision.rego": DECISION, "rules.rego": HEAD + rule}, None))
+        return validate(read_upload({"decision.rego": DECISION, "rules.rego": HEADER + rule}, None))
 
     named = report_for('deny contains "x" if input.tool.risk == "high"')
     assert named.ok and named.to_json()["reads_input"] == ["input.tool.risk"]
