@@ -7,16 +7,19 @@ from alembic.config import Config
 from sqlalchemy import Engine, event
 from sqlmodel import create_engine
 
+from gateway.sqlite_turns import TurnTakingConnection
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
-    """Create a SQLAlchemy engine; SQLite gets WAL, full fsync and a busy timeout."""
+    """Create a SQLAlchemy engine; SQLite gets WAL, full fsync, a busy timeout and writers that take turns."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
+                                                  "factory": TurnTakingConnection})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
