@@ -1,8 +1,10 @@
 """The tamper-evident audit log: hash-chained records, written before and after each call, group-committed."""
 
+import asyncio
 from collections.abc import Iterable
 from datetime import datetime
 
+import structlog
 from sqlalchemy import Engine
 
 from gateway.audit_chain import AuditEntry, AuditStoreError, ChainedRecord, canonical_content, record_hash
@@ -19,6 +21,8 @@ __all__ = [
     "canonical_content", "record_hash",
 ]
 
+log = structlog.get_logger()
+
 
 class AuditLog:
     """Appends records to the chain through one group-commit writer; verifies, checkpoints and prunes it."""
@@ -29,6 +33,7 @@ class AuditLog:
         self.signer = signer
         self.config = config or WriterConfig()
         self._writer = GroupCommitWriter(engine, signer, self.config)
+        self._unsettled: set[asyncio.Future[list[ChainedRecord]]] = set()
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings) -> "AuditLog":
@@ -75,6 +80,24 @@ class AuditLog:
     async def append_async(self, entries: Iterable[AuditEntry]) -> list[ChainedRecord]:
         """`append` for the event loop: waits without holding a thread unless the queue is full."""
         return await self._writer.append_async(list(entries))
+
+    async def append_queued(self, entries: Iterable[AuditEntry]) -> None:
+        """Queue the entries without waiting for their commit (only for queue space): for records of what ran
+        nothing (denials), whose answer need not wait for the disk. They are committed in order like any other;
+        `settled` waits for them, and a failure to commit them is logged."""
+        committed = await self._writer.submit_async(list(entries))
+        self._unsettled.add(committed)
+        committed.add_done_callback(self._settle)
+
+    async def settled(self) -> None:
+        """Wait until every append queued without waiting (`append_queued`) so far is committed or has failed."""
+        while self._unsettled:
+            await asyncio.wait(list(self._unsettled))
+
+    def _settle(self, committed: asyncio.Future[list[ChainedRecord]]) -> None:
+        self._unsettled.discard(committed)
+        if not committed.cancelled() and committed.exception() is not None:
+            log.error("audit store failed to commit a queued record", error=str(committed.exception()))
 
     def verify(self, batch_size: int = 5000) -> ChainReport:
         """Walk the whole chain; report the first modified, deleted, inserted or reordered record, or truncation."""

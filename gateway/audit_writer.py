@@ -111,7 +111,11 @@ class GroupCommitWriter:
             raise self._late() from exc
 
     async def append_async(self, entries: Sequence[AuditEntry]) -> list[ChainedRecord]:
-        """`append` for a coroutine: waits on its event loop, and in a thread only while the queue is full.
+        """`append` for a coroutine: waits on its event loop, and in a thread only while the queue is full."""
+        return await (await self.submit_async(entries))
+
+    async def submit_async(self, entries: Sequence[AuditEntry]) -> asyncio.Future[list[ChainedRecord]]:
+        """Queue one append (waiting in a thread only while the queue is full) and return the future of its commit.
         Entries are encoded here, so the writer thread only chains and stores them."""
         loop = asyncio.get_running_loop()
         pending = _Pending(_prepared(entries), loop=loop, waiter=loop.create_future(),
@@ -119,7 +123,7 @@ class GroupCommitWriter:
         if not self._offer(pending, block=False):
             await asyncio.to_thread(self._offer, pending, True)
         self._watch(loop, pending)
-        return await pending.waiter  # type: ignore[misc]
+        return pending.waiter  # type: ignore[return-value]
 
     def _watch(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
         """Fail the append if it is not committed by its deadline. One watchdog per event loop checks every

@@ -19,9 +19,11 @@ async def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-async def revocations_recorded(gateway: GatewayDep) -> None:
-    """Readers of revocations and of the audit log first wait until every revocation in force is committed."""
+async def records_settled(gateway: GatewayDep) -> None:
+    """Readers of revocations and of the audit log first wait until every revocation in force, and every denial
+    already answered, is committed."""
     await gateway.enforcer.recorded()
+    await gateway.audit.settled()
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

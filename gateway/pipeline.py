@@ -164,7 +164,7 @@ class CallPipeline:
             input=redacted_input, result=redacted_decision, policy_revision=decision.revision,
             risk=decision_input.context.risk,
             metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
-        ), call_id)
+        ), call_id, committed=decision.allow)
         if self.facts is not None:
             self.facts.record(principal.id, session.id, tool.name, decision.allow, redacted_input.get("args") or {})
         if self.shadow is not None:
@@ -288,9 +288,14 @@ class CallPipeline:
         cap = decision.obligations.get("max_timeout_s")
         return min(wanted, float(cap)) if isinstance(cap, int | float) else wanted
 
-    async def _append(self, entry: AuditEntry, call_id: str) -> None:
+    async def _append(self, entry: AuditEntry, call_id: str, committed: bool = True) -> None:
+        """Record `entry`; with `committed` (anything that lets a call run) wait until it is durable, else (a
+        denial: nothing runs) only until it is queued, in order, for the next commit."""
         try:
-            await self.audit.append_async([entry])
+            if committed:
+                await self.audit.append_async([entry])
+            else:
+                await self.audit.append_queued([entry])
         except AuditStoreError as exc:
             log.error("audit store failed", error=str(exc))
             raise Problem(503, "audit-unavailable", "Audit store unavailable",

@@ -6,6 +6,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 import structlog
 from sqlalchemy import create_engine, text
 
+from gateway.audit_store import lock_chain
+from gateway.db import make_engine
 from tests.conftest import ADMIN_KEY, EventTee, gateway_settings, serve_gateway, tempfile_short
 
 SECRET = "s3cr3t-STDIN-Zq8xV1"
@@ -191,3 +194,26 @@ def test_responders_query_count_export_and_verify_over_http(audit_gateway: Audit
 
     verified = http.get("/v1/audit/verify", headers=ADMIN).json()
     assert verified["ok"] is True and verified["kind"] is None and verified["records"] >= 5
+
+
+def test_a_denial_is_answered_before_its_record_commits_and_readers_wait_for_it(audit_gateway: AuditGateway,
+                                                                               http: httpx.Client) -> None:
+    """Nothing runs on a denial, so its 403 does not wait for the disk; the record is still committed in order, and
+    the audit API, asked while it is pending, answers only once it is there."""
+    agent_id, headers = audit_gateway.agent(http)
+    session_id = http.post("/v1/sessions", headers=headers).json()["session_id"]
+    engine = make_engine(audit_gateway.database_url)
+    try:
+        with engine.connect() as holder, ThreadPoolExecutor(1) as pool, \
+                httpx.Client(base_url=audit_gateway.url, timeout=60) as reader:
+            lock_chain(holder)
+            denied = _call(http, headers, session_id, command="echo forbidden")
+            assert denied.status_code == 403, "the denial was answered while no audit record could commit"
+            listing = pool.submit(reader.get, "/v1/audit", params={"agent_id": agent_id, "kind": "decision"},
+                                  headers=ADMIN)
+            holder.rollback()
+            records = listing.result(60).json()["records"]
+    finally:
+        engine.dispose()
+    assert [(r["call_id"], r["allow"], r["reasons"]) for r in records] == [
+        (denied.json()["call_id"], False, ["forbidden command"])]

@@ -20,10 +20,10 @@ from gateway.audit_query import (
     decode_cursor,
     query_audit,
 )
-from gateway.deps import AdminPrincipal, GatewayDep, revocations_recorded
+from gateway.deps import AdminPrincipal, GatewayDep, records_settled
 from gateway.problems import Problem
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(revocations_recorded)])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(records_settled)])
 
 
 class AuditRecordPublic(BaseModel):

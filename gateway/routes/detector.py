@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from detector.types import Verdict
 from gateway.audit import AuditEntry
-from gateway.deps import AdminPrincipal, GatewayDep, revocations_recorded
+from gateway.deps import AdminPrincipal, GatewayDep, records_settled
 from gateway.detector_controls import Mode
 from gateway.detector_labels import Label
 from gateway.detector_reload import checkpoint_summary
@@ -19,7 +19,7 @@ from gateway.openapi import problems
 from gateway.problems import Problem
 from gateway.service import Gateway
 
-router = APIRouter(prefix="/v1/detector", tags=["detector"], dependencies=[Depends(revocations_recorded)])
+router = APIRouter(prefix="/v1/detector", tags=["detector"], dependencies=[Depends(records_settled)])
 
 
 class DetectorStatus(BaseModel):

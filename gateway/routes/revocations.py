@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, model_validator
 
 from gateway.audit import AuditEntry
-from gateway.deps import AdminPrincipal, GatewayDep, revocations_recorded
+from gateway.deps import AdminPrincipal, GatewayDep, records_settled
 from gateway.detector_labels import Label
 from gateway.enforcement import RevocationRequest
 from gateway.models import DetectorAnnotation, Revocation
 from gateway.problems import Problem
 
-router = APIRouter(prefix="/v1/revocations", tags=["revocations"], dependencies=[Depends(revocations_recorded)])
+router = APIRouter(prefix="/v1/revocations", tags=["revocations"], dependencies=[Depends(records_settled)])
 
 
 class RevocationCreate(BaseModel):

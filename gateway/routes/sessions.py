@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from gateway.call_stream import NDJSON, CallStream
-from gateway.deps import CurrentAgent, GatewayDep, OwnedSession, revocations_recorded
+from gateway.deps import CurrentAgent, GatewayDep, OwnedSession, records_settled
 from gateway.idempotency import StoredAnswer, fingerprint
 from gateway.pipeline import CallOutcome
 from gateway.problems import Problem
@@ -165,7 +165,7 @@ async def create_session(agent: CurrentAgent, gateway: GatewayDep, request: Requ
     return await gateway.idempotency.run(agent.id, idempotency_key, digest, produce)
 
 
-@router.get("/{session_id}", response_model=SessionPublic, dependencies=[Depends(revocations_recorded)])
+@router.get("/{session_id}", response_model=SessionPublic, dependencies=[Depends(records_settled)])
 async def get_session(session: OwnedSession) -> SessionPublic:
     """One of the caller's sessions (a revocation in force shows here as soon as it is committed)."""
     return SessionPublic.of(session)
