@@ -21,7 +21,7 @@ from gateway.audit_checkpoints import (
     write_checkpoint,
 )
 from gateway.audit_store import insert_records, lock_chain, read_tail
-from gateway.models import utcnow
+from gateway.models import AuditCheckpoint, utcnow
 
 log = structlog.get_logger()
 
@@ -79,6 +79,7 @@ class GroupCommitWriter:
         self._in_progress = 0
         self._last_batch = 1
         self._connection: Connection | None = None
+        self._known_checkpoint: AuditCheckpoint | None = None
         self._watched: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self.stats = WriterStats()
 
@@ -247,24 +248,39 @@ class GroupCommitWriter:
         if self._connection is None:
             self._connection = self._engine.connect()
         connection = self._connection
+        written = None
         try:
             lock_chain(connection)
             records = link(entries, read_tail(connection))
             if records:
                 insert_records(connection, records)
-                tail = ChainTail(records[-1].seq, records[-1].hash)
-                if self._signer and checkpoint_due(last_checkpoint(connection), tail, self._config.checkpoints,
-                                                   self._started_at):
-                    write_checkpoint(connection, self._signer, tail, "periodic")
-                    self.stats.checkpoints += 1
+                written = self._checkpoint_for(connection, ChainTail(records[-1].seq, records[-1].hash))
             connection.commit()
         except BaseException:
+            self._known_checkpoint = None
             self._drop_connection()
             raise
+        if written is not None:
+            self._known_checkpoint = written
+            self.stats.checkpoints += 1
         self.stats.transactions += 1
         self.stats.records += len(records)
         self.stats.largest_batch = max(self.stats.largest_batch, len(records))
         return records
+
+    def _checkpoint_for(self, connection: Connection, tail: ChainTail) -> AuditCheckpoint | None:
+        """Sign a checkpoint at `tail` if one is due. The last checkpoint is read from the database only when the
+        one this writer knows says a checkpoint is due: checkpoints only move forward, so a stale one only ever
+        makes a checkpoint look due sooner, never later."""
+        if self._signer is None:
+            return None
+        policy = self._config.checkpoints
+        if not checkpoint_due(self._known_checkpoint, tail, policy, self._started_at):
+            return None
+        self._known_checkpoint = last_checkpoint(connection)
+        if not checkpoint_due(self._known_checkpoint, tail, policy, self._started_at):
+            return None
+        return write_checkpoint(connection, self._signer, tail, "periodic")
 
     def _drop_connection(self) -> None:
         if self._connection is not None:

@@ -175,6 +175,20 @@ def test_checkpoints_are_signed_every_n_records_and_at_close(engine: Engine) -> 
     assert report.ok and report.checkpoints == 3 and report.last_checkpoint_seq == 10
 
 
+def test_the_writer_counts_from_checkpoints_others_signed(engine: Engine) -> None:
+    """A checkpoint signed by someone else (here by hand; another gateway alike) moves the next periodic one."""
+    log = AuditLog(engine, SIGNER, WriterConfig(checkpoints=CheckpointPolicy(every=4, interval_s=3600)))
+    for index in range(3):
+        log.append([AuditEntry(kind="decision", call_id=f"call_{index}")])
+    assert log.checkpoint("manual") is not None
+    for index in range(3, 11):
+        log.append([AuditEntry(kind="decision", call_id=f"call_{index}")])
+    with engine.connect() as connection:
+        checkpoints = connection.execute(text("SELECT seq, reason FROM audit_checkpoints ORDER BY seq")).all()
+    assert [tuple(row) for row in checkpoints] == [(3, "manual"), (7, "periodic"), (11, "periodic")]
+    log.close()
+
+
 def test_prune_leaves_a_checkpoint_the_rest_of_the_chain_verifies_against(engine: Engine, log: AuditLog) -> None:
     _fill(log, calls=3)
     cutoff = utcnow()
