@@ -222,7 +222,7 @@ class CallPipeline:
         await self._append(AuditEntry(
             kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
             tool=tool.name, allow=True, result=self.redactor.redact(summary),
-            policy_revision=decision.revision), call_id)
+            policy_revision=decision.revision), call_id, ran=True)
         judged = self._publish(principal, session, tool, features, call_id, decision, result)
         if result.seccomp_killed:
             await self._judgement(judged)
@@ -288,9 +288,9 @@ class CallPipeline:
         cap = decision.obligations.get("max_timeout_s")
         return min(wanted, float(cap)) if isinstance(cap, int | float) else wanted
 
-    async def _append(self, entry: AuditEntry, call_id: str, committed: bool = True) -> None:
+    async def _append(self, entry: AuditEntry, call_id: str, committed: bool = True, ran: bool = False) -> None:
         """Record `entry`; with `committed` (anything that lets a call run) wait until it is durable, else (a
-        denial: nothing runs) only until it is queued, in order, for the next commit."""
+        denial: nothing runs) only until it is queued, in order, for the next commit. `ran`: the call has run."""
         try:
             if committed:
                 await self.audit.append_async([entry])
@@ -298,9 +298,11 @@ class CallPipeline:
                 await self.audit.append_queued([entry])
         except AuditStoreError as exc:
             log.error("audit store failed", error=str(exc))
-            raise Problem(503, "audit-unavailable", "Audit store unavailable",
-                          "The audit log could not record this call, so nothing was run (fail closed). "
-                          "Check the database and retry.", call_id=call_id) from exc
+            detail = ("The call ran, but the audit log could not record its result; its decision record shows it "
+                      "as incomplete. Check the database before retrying." if ran else
+                      "The audit log could not record this call, so nothing was run (fail closed). "
+                      "Check the database and retry.")
+            raise Problem(503, "audit-unavailable", "Audit store unavailable", detail, call_id=call_id) from exc
 
     def _publish(self, principal: PrincipalView, session: LiveSession, tool: Tool, features: CallFeatures,
                  call_id: str, decision: Decision, result: RunResult | None) -> asyncio.Future[object]:

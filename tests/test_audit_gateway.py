@@ -217,3 +217,35 @@ def test_a_denial_is_answered_before_its_record_commits_and_readers_wait_for_it(
         engine.dispose()
     assert [(r["call_id"], r["allow"], r["reasons"]) for r in records] == [
         (denied.json()["call_id"], False, ["forbidden command"])]
+
+
+def test_an_audit_store_that_cannot_commit_refuses_the_call_before_it_runs(detector_checkpoint: Path,
+                                                                          sandbox_image: str) -> None:
+    """Fail closed: while the chain's lock is held elsewhere, an allowed call gets 503 once the commit timeout passes,
+    and its command never ran; the decision record, committed later, shows the call as incomplete."""
+    data_dir = Path(tempfile_short("auf"))
+    settings = gateway_settings(data_dir, detector_checkpoint, sandbox_image, audit_commit_timeout_s=1.0)
+    running = serve_gateway(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as http:
+            body = http.post("/v1/agents", json={"name": "fail-closed", "roles": ["developer"]}, headers=ADMIN).json()
+            headers = {"Authorization": f"Bearer {body['api_key']}"}
+            session_id = http.post("/v1/sessions", headers=headers).json()["session_id"]
+            with engine.connect() as holder:
+                lock_chain(holder)
+                refused = _call(http, headers, session_id, command="touch ran")
+                holder.rollback()
+            assert refused.status_code == 503, refused.text
+            problem = refused.json()
+            assert problem["type"].endswith("/audit-unavailable") and "nothing was run" in problem["detail"]
+            listing = http.post(f"/v1/sessions/{session_id}/calls", headers=headers,
+                                json={"tool": "fs.list", "args": {}})
+            assert listing.status_code == 200 and "ran" not in listing.json()["result"]["stdout"].split()
+            incomplete = http.get("/v1/audit", params={"call_id": problem["call_id"], "status": "incomplete"},
+                                  headers=ADMIN).json()["records"]
+            assert [record["kind"] for record in incomplete] == ["decision"]
+    finally:
+        running.stop()
+        engine.dispose()
+        shutil.rmtree(data_dir, ignore_errors=True)
