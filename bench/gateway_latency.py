@@ -25,11 +25,16 @@ def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--policy", type=Path, default=None,
+                        help="policy directory to serve (default: the default library with its rate limits lifted); "
+                             "bench/policies/one_rule shows the gateway with next to no policy cost")
     options = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="bst-bench-", dir="/tmp"))
     port = free_port()
     admin_key = "bench-admin-" + "k" * 32
     env = gateway_env(data_dir, port, admin_key)
+    if options.policy is not None:
+        env["BASTION_POLICY_DIR"] = str(options.policy.resolve())
     server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
