@@ -80,10 +80,13 @@ def gateway_env(data_dir: Path, port: int, admin_key: str) -> dict[str, str]:
     return env
 
 
-def start_gateway() -> tuple[subprocess.Popen[bytes], str]:
-    """`bastion serve` on a fresh SQLite database with rate limits out of the way; waits until ready."""
+def start_gateway(policy: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`bastion serve` on a fresh SQLite database with rate limits out of the way (serving `policy`, a policy
+    directory, instead of the default library when given); waits until ready."""
     port = free_port()
     env = gateway_env(Path(tempfile.mkdtemp(prefix="bst-ovh-", dir="/tmp")), port, ADMIN_KEY)
+    if policy is not None:
+        env["BASTION_POLICY_DIR"] = str(policy.resolve())
     server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -177,8 +180,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,16,64", help="concurrent agents, comma-separated")
     parser.add_argument("--calls", type=int, default=400, help="measured calls per level (split over the agents)")
+    parser.add_argument("--policy", type=Path, default=None,
+                        help="policy directory to serve (default: the default library with its rate limits lifted)")
     options = parser.parse_args()
-    server, url = start_gateway()
+    server, url = start_gateway(options.policy)
     rows = []
     try:
         for surface, runner in (("REST", run_rest), ("MCP", run_mcp)):
