@@ -2,8 +2,10 @@
 
 Starts a real gateway (`bastion serve`) in a subprocess on a temporary SQLite database, creates an
 agent and a session, then times N sequential calls of `true` over HTTP and, as the baseline in the
-same run, N `docker exec <session container> true`. Prints p50/p99 for both. Rate limits (the gateway's and
-the default policy's per-minute ones) are lifted: the calls come faster than any agent's would.
+same run, N `docker exec <session container> true`; then, for `--sessions` new sessions (each once the warm
+pool has refilled), the time from the create request to the first call's result. Prints p50/p99. Rate
+limits (the gateway's and the default policy's per-minute ones) are lifted: the calls come faster than any
+agent's would.
 """
 
 import argparse
@@ -21,10 +23,28 @@ from gateway_overhead import free_port, gateway_env, percentile
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def wait_for_full_pool(http: httpx.Client, server: subprocess.Popen[bytes]) -> None:
+    """Wait until the gateway is ready and its warm pool is full."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            ready = http.get("/readyz")
+            pool = ready.json().get("warm_pool", {})
+            if ready.status_code == 200 and pool.get("ready") == pool.get("size"):
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit("gateway did not become ready")
+        time.sleep(0.05)
+
+
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--sessions", type=int, default=20,
+                        help="sessions timed from create (warm pool) to their first result, each after the refill")
     parser.add_argument("--policy", type=Path, default=None,
                         help="policy directory to serve (default: the default library with its rate limits lifted); "
                              "bench/policies/one_rule shows the gateway with next to no policy cost")
@@ -39,18 +59,7 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=60) as http:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    ready = http.get("/readyz")
-                    pool = ready.json().get("warm_pool", {})
-                    if ready.status_code == 200 and pool.get("ready") == pool.get("size"):
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("gateway did not become ready")
-                time.sleep(0.2)
+            wait_for_full_pool(http, server)
             admin = {"Authorization": f"Bearer {admin_key}"}
             agent = http.post("/v1/agents", json={"name": "bench", "roles": ["developer"]}, headers=admin).json()
             headers = {"Authorization": f"Bearer {agent['api_key']}"}
@@ -77,11 +86,22 @@ def main() -> None:
                 t0 = time.perf_counter()
                 container.exec_run(["true"])
                 exec_ms.append((time.perf_counter() - t0) * 1000)
+            first_ms = []
+            for _ in range(options.sessions):
+                wait_for_full_pool(http, server)
+                t0 = time.perf_counter()
+                created = http.post("/v1/sessions", headers=headers)
+                first = http.post(f"/v1/sessions/{created.json()['session_id']}/calls", json=body, headers=headers)
+                first_ms.append((time.perf_counter() - t0) * 1000)
+                assert first.status_code == 200, first.text
+                http.delete(f"/v1/sessions/{created.json()['session_id']}", headers=headers)
     finally:
         server.terminate()
         server.wait(timeout=30)
     p50_gw, p50_exec = statistics.median(gateway_ms), statistics.median(exec_ms)
     print(f"session create (warm pool): {create_ms:.1f} ms")
+    print(f"session from the warm pool -> first result of 'true' n={len(first_ms)}  "
+          f"p50 {statistics.median(first_ms):.2f} ms  p99 {percentile(first_ms, 99):.2f} ms")
     print(f"gateway shell.run 'true' n={len(gateway_ms)}  p50 {p50_gw:.2f} ms  p99 {percentile(gateway_ms, 99):.2f} ms")
     print(f"docker exec 'true'       n={len(exec_ms)}  p50 {p50_exec:.2f} ms  p99 {percentile(exec_ms, 99):.2f} ms")
     print(f"gateway p50 is {p50_exec / p50_gw:.1f}x faster than docker exec (and includes policy, 2 durable audit "
