@@ -15,8 +15,8 @@ READ_STATEMENTS = ("SELECT", "PRAGMA", "EXPLAIN")
 
 
 def turn_lock(database: str) -> threading.Lock | None:
-    """The write lock shared by every connection of this process to `database`; none for in-memory databases
-    (each connection has its own)."""
+    """The write lock shared by every connection of this process to `database`; none for in-memory databases (each
+    connection has its own) and for `file:` URIs (their writers keep SQLite's busy handler)."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     key = os.path.realpath(database)
