@@ -53,7 +53,7 @@ class TurnTakingCursor(sqlite3.Cursor):
 
 class TurnTakingConnection(sqlite3.Connection):
     """A connection that holds its database's turn lock from its first writing statement until its transaction
-    ends (commit, rollback, close, or a statement that left no transaction open)."""
+    ends (commit, rollback, close, a statement that left no transaction open, or the connection being dropped)."""
 
     def __init__(self, database: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(database, *args, **kwargs)
@@ -105,6 +105,10 @@ class TurnTakingConnection(sqlite3.Connection):
         finally:
             if self._holding:
                 self._end_turn()
+
+    def __del__(self) -> None:
+        if getattr(self, "_holding", False):
+            self._end_turn()
 
     def _end_turn(self) -> None:
         self._holding = False

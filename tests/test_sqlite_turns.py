@@ -1,6 +1,7 @@
 """A process's SQLite writers wait for each other's transactions to end instead of failing or sleeping on
 SQLite's busy handler; readers never wait; a writer that waits on itself gets a clear error."""
 
+import gc
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -105,4 +106,18 @@ def test_a_writer_waiting_on_its_own_thread_gets_a_clear_error(tmp_path: Path) -
     second.commit()
     assert first.execute("SELECT count(*) FROM t").fetchone() == (2,)
     first.close()
+    second.close()
+
+
+def test_a_dropped_connection_hands_its_turn_on(tmp_path: Path) -> None:
+    path = str(tmp_path / "dropped.db")
+    first = sqlite3.connect(path, timeout=0.5, factory=TurnTakingConnection)
+    first.execute("CREATE TABLE t (x INTEGER)")
+    first.execute("INSERT INTO t VALUES (1)")
+    del first
+    gc.collect()
+    second = sqlite3.connect(path, timeout=0.5, factory=TurnTakingConnection)
+    second.execute("INSERT INTO t VALUES (2)")
+    second.commit()
+    assert second.execute("SELECT x FROM t").fetchall() == [(2,)], "the dropped transaction was rolled back"
     second.close()
