@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _TURN_LOCKS: dict[str, threading.Lock] = {}
@@ -30,25 +32,16 @@ class TurnTakingCursor(sqlite3.Cursor):
     connection: TurnTakingConnection
 
     def execute(self, sql: str, parameters: Any = (), /) -> TurnTakingCursor:
-        self.connection.take_turn(sql)
-        try:
+        with self.connection.statement(sql):
             return super().execute(sql, parameters)
-        finally:
-            self.connection.end_turn_if_done()
 
     def executemany(self, sql: str, parameters: Any, /) -> TurnTakingCursor:
-        self.connection.take_turn(sql)
-        try:
+        with self.connection.statement(sql):
             return super().executemany(sql, parameters)
-        finally:
-            self.connection.end_turn_if_done()
 
     def executescript(self, script: str, /) -> TurnTakingCursor:
-        self.connection.take_turn(script)
-        try:
+        with self.connection.statement(script):
             return super().executescript(script)
-        finally:
-            self.connection.end_turn_if_done()
 
 
 class TurnTakingConnection(sqlite3.Connection):
@@ -73,7 +66,16 @@ class TurnTakingConnection(sqlite3.Connection):
     def executescript(self, script: str, /) -> Any:
         return self.cursor().executescript(script)
 
-    def take_turn(self, sql: str) -> None:
+    @contextmanager
+    def statement(self, sql: str) -> Iterator[None]:
+        """Around one statement: take the turn first if it may write, hand it on after if no transaction is open."""
+        self._take_turn(sql)
+        try:
+            yield
+        finally:
+            self.end_turn_if_done()
+
+    def _take_turn(self, sql: str) -> None:
         """Wait for this process's other writers before a statement that may write (anything but a read)."""
         if self._turn is None or self._holding or sql.lstrip()[:7].upper().startswith(READ_STATEMENTS):
             return
