@@ -11,7 +11,7 @@ from torch import Tensor
 
 from detector.checkpoint import Checkpoint
 from detector.explain import describe
-from detector.features import VECTOR_NAMES, VECTOR_SIZE, event_gap, event_matrix
+from detector.features import VECTOR_NAMES, VECTOR_SIZE, event_gap, event_matrix, event_vector
 from detector.model import CONTRIBUTION_NAMES, pick_device, single_cpu_thread
 from detector.types import ACTIONS, Action, Event, Verdict
 
@@ -23,7 +23,6 @@ WARMUP_EVENTS = 3
 HARD_NONE, HARD_SECCOMP, HARD_DENIALS = 0, 1, 2
 _SECCOMP = VECTOR_NAMES.index("seccomp_killed")
 _DENIED = VECTOR_NAMES.index("denied")
-_Words = tuple[list[str], list[str]]
 
 
 @dataclass
@@ -48,6 +47,20 @@ class BatchScores:
     denials: Tensor
     seen: Tensor
     parts: Tensor
+
+
+@dataclass
+class _Judgement:
+    """One event's results as Python numbers (`action` indexes ACTIONS; `parts` is None unless it asks for action)."""
+
+    score: float
+    threshold: float
+    risk: float
+    action: int
+    hard: int
+    denials: int
+    seen: int
+    parts: list[float] | None
 
 
 def _ladder(responses: Mapping[Action, float]) -> tuple[list[float], list[int]]:
@@ -89,6 +102,7 @@ class Detector:
         self.denial_limit = denial_limit
         self.responses: dict[Action, float] = dict(responses) if responses is not None else {model_action: 0.5}
         risks, codes = _ladder(self.responses)
+        self._ladder = list(zip(risks, codes, strict=True))
         self._ladder_risks = torch.tensor(risks, device=self.device)
         self._ladder_codes = torch.tensor(codes, dtype=torch.long, device=self.device)
         self._bits = torch.arange(denial_window, device=self.device)
@@ -162,11 +176,13 @@ class Detector:
                 slots.append(state.slot)
                 state.last_timestamp = event.timestamp
             with single_cpu_thread(self.device):
-                vectors = event_matrix(events, gaps).to(self.device)
-                batch = self._score_slots(torch.tensor(slots, device=self.device), vectors)
-                verdicts = self._verdicts(events, batch)
+                if len(events) == 1:
+                    judgements = [self._score_one(slots[0], event_vector(events[0], gaps[0]))]
+                else:
+                    vectors = event_matrix(events, gaps).to(self.device)
+                    judgements = self._judgements(self._score_slots(torch.tensor(slots, device=self.device), vectors))
             self._drop_forgotten()
-            return verdicts
+        return [self._verdict(event, judgement) for event, judgement in zip(events, judgements, strict=True)]
 
     def score_vectors(self, session_ids: list[str], agent_ids: list[str], vectors: Tensor) -> BatchScores:
         """Score events already turned into vectors ([N, VECTOR_SIZE], gaps included), e.g. by the gateways
@@ -304,57 +320,92 @@ class Detector:
             actions = torch.maximum(actions, torch.where(reached, self._ladder_codes, 0).amax(dim=1))
         return BatchScores(scores, thresholds, risks, actions, hard, denial_counts, seen_before, parts)
 
-    def _verdicts(self, events: list[Event], batch: BatchScores) -> list[Verdict]:
-        """Verdict objects for a scored batch; words are built only for events that ask for action."""
-        scores = batch.scores.tolist()
-        thresholds = batch.thresholds.tolist()
-        risks = batch.risks.tolist()
+    @torch.inference_mode()
+    def _score_one(self, slot: int, vector: list[float]) -> _Judgement:
+        """One event of one session: the model's tensors as in `_score_slots`, its rules in Python numbers (a batch of
+        one spends most of its time starting tensor operations on a handful of values)."""
+        parts = [0.0] * len(CONTRIBUTION_NAMES)
+        if self.model is not None:
+            x = torch.tensor([vector], device=self.device)
+            hidden = self._hidden[slot : slot + 1]
+            parts = self.model.contributions(self.model.predict(hidden), x)[0].tolist()
+            self._hidden[slot] = self.model.step(x, hidden)[0]
+        seen = int(self._events[slot])
+        denied = vector[_DENIED] > 0.5
+        bits = ((int(self._denials[slot]) << 1) | denied) & ((1 << self.denial_window) - 1)
+        burst = denied and bits.bit_count() >= self.denial_limit
+        self._denials[slot] = 0 if burst else bits
+        self._events[slot] = seen + 1
+        threshold = float(self._slot_threshold[slot])
+        raw = sum(parts)
+        if vector[_SECCOMP] > 0.5:
+            hard, action = HARD_SECCOMP, ACTION_RANK["revoke_agent"]
+        elif burst:
+            hard, action = HARD_DENIALS, ACTION_RANK["revoke_session"]
+        else:
+            hard, action = HARD_NONE, 0
+        score = max(raw, 2 * threshold) if hard else raw
+        warm = seen >= self.warmup_events
+        risk = min(max(score / (2 * threshold), 0.0), 1.0 if warm or hard else WARMUP_RISK_CAP)
+        if warm and raw > threshold:
+            action = max([action, *(code for minimum, code in self._ladder if risk >= minimum)])
+        return _Judgement(score, threshold, risk, action, hard, bits.bit_count(), seen, parts if action else None)
+
+    @staticmethod
+    def _judgements(batch: BatchScores) -> list[_Judgement]:
+        """A scored batch as Python numbers; contributions are copied only for the events that ask for action."""
         actions = batch.actions.tolist()
         flagged = [i for i, action in enumerate(actions) if action]
-        words = self._words(events, batch, flagged)
-        verdicts = []
-        for i, event in enumerate(events):
-            reasons, features = words.get(i, ([], []))
-            verdicts.append(
-                Verdict.model_validate(
-                    {
-                        "call_id": event.call_id,
-                        "agent_id": event.agent_id,
-                        "session_id": event.session_id,
-                        "tool": event.tool,
-                        "score": scores[i],
-                        "threshold": thresholds[i],
-                        "risk": risks[i],
-                        "action": ACTIONS[actions[i]],
-                        "reasons": reasons,
-                        "features": features,
-                    }
+        parts: dict[int, list[float]] = {}
+        if flagged:
+            rows = batch.parts[torch.tensor(flagged, device=batch.parts.device)].cpu().tolist()
+            parts = dict(zip(flagged, rows, strict=True))
+        return [
+            _Judgement(score, threshold, risk, action, hard, denials, seen, parts.get(i))
+            for i, (score, threshold, risk, action, hard, denials, seen) in enumerate(
+                zip(
+                    batch.scores.tolist(),
+                    batch.thresholds.tolist(),
+                    batch.risks.tolist(),
+                    actions,
+                    batch.hard.tolist(),
+                    batch.denials.tolist(),
+                    batch.seen.tolist(),
+                    strict=True,
                 )
             )
-        return verdicts
+        ]
 
-    def _words(self, events: list[Event], batch: BatchScores, flagged: list[int]) -> dict[int, _Words]:
-        """Reasons and top contributing features in words for the flagged events."""
-        if not flagged:
-            return {}
-        index = torch.tensor(flagged, device=self.device)
-        hard = batch.hard[index].tolist()
-        denials = batch.denials[index].tolist()
-        seen = batch.seen[index].tolist()
-        parts = batch.parts[index].cpu().tolist()
-        thresholds = batch.thresholds[index].tolist()
-        words = {}
-        for j, i in enumerate(flagged):
-            reasons: list[str] = []
-            if hard[j] == HARD_SECCOMP:
-                reasons.append(f"seccomp kill: {events[i].seccomp_syscall or 'unknown syscall'}")
-            elif hard[j] == HARD_DENIALS:
-                window = min(self.denial_window, seen[j] + 1)
-                reasons.append(f"denial burst: {denials[j]} of the last {window} calls were denied")
-            features = describe(parts[j])
-            raw = sum(parts[j])
-            if raw > thresholds[j] and seen[j] >= self.warmup_events:
-                reasons.append(f"anomaly score {raw:.1f} above threshold {thresholds[j]:.1f}")
-                reasons.extend(features)
-            words[i] = (reasons, features)
-        return words
+    def _verdict(self, event: Event, judgement: _Judgement) -> Verdict:
+        """The verdict of one judged event; words are built only when it asks for action."""
+        reasons, features = self._words(event, judgement) if judgement.parts is not None else ([], [])
+        return Verdict.model_validate(
+            {
+                "call_id": event.call_id,
+                "agent_id": event.agent_id,
+                "session_id": event.session_id,
+                "tool": event.tool,
+                "score": judgement.score,
+                "threshold": judgement.threshold,
+                "risk": judgement.risk,
+                "action": ACTIONS[judgement.action],
+                "reasons": reasons,
+                "features": features,
+            }
+        )
+
+    def _words(self, event: Event, judgement: _Judgement) -> tuple[list[str], list[str]]:
+        """Reasons and top contributing features in words for an event that asks for action."""
+        parts = judgement.parts or []
+        reasons: list[str] = []
+        if judgement.hard == HARD_SECCOMP:
+            reasons.append(f"seccomp kill: {event.seccomp_syscall or 'unknown syscall'}")
+        elif judgement.hard == HARD_DENIALS:
+            window = min(self.denial_window, judgement.seen + 1)
+            reasons.append(f"denial burst: {judgement.denials} of the last {window} calls were denied")
+        features = describe(parts)
+        raw = sum(parts)
+        if raw > judgement.threshold and judgement.seen >= self.warmup_events:
+            reasons.append(f"anomaly score {raw:.1f} above threshold {judgement.threshold:.1f}")
+            reasons.extend(features)
+        return reasons, features

@@ -207,19 +207,27 @@ def test_model_action_is_configurable(checkpoint: Checkpoint) -> None:
     assert 0.5 < verdict.risk <= 1.0
 
 
-def test_batched_scoring_matches_one_event_at_a_time(checkpoint: Checkpoint) -> None:
-    sessions = normal_sessions(12, seed=55) + attack_sessions(6, seed=56)
+@pytest.mark.parametrize("trained", [True, False], ids=["model", "no-model"])
+def test_batched_scoring_matches_one_event_at_a_time(checkpoint: Checkpoint, trained: bool) -> None:
+    sessions = [s.events for s in normal_sessions(12, seed=55) + attack_sessions(6, seed=56)]
+    sessions.append([make_event("s-deny", i, "fs.list", {}, allowed=i % 3 == 0, reasons=["no"]) for i in range(12)])
+    sessions.append([make_event("s-early", i, *EXFILTRATION) for i in range(5)])
     rng = random.Random(3)
-    queues = [list(s.events) for s in sessions]
+    queues = [list(events) for events in sessions]
     stream = []
     while any(queues):
         stream.append(rng.choice([q for q in queues if q]).pop(0))
-    batched = Detector(checkpoint).score(stream)
-    single = Detector(checkpoint)
+    model = checkpoint if trained else None
+    batched = Detector(model, responses={"raise_risk": 0.5, "revoke_session": 0.9}).score(stream)
+    single = Detector(model, responses={"raise_risk": 0.5, "revoke_session": 0.9})
     one_by_one = [single.score([event])[0] for event in stream]
     assert [v.call_id for v in batched] == [e.call_id for e in stream]
-    assert [v.action for v in batched] == [v.action for v in one_by_one]
-    assert [v.score for v in batched] == pytest.approx([v.score for v in one_by_one], rel=1e-4, abs=1e-4)
+    assert {v.action for v in one_by_one} >= {"revoke_agent", "revoke_session"} | ({"raise_risk"} if trained else set())
+    for alone, together in zip(one_by_one, batched, strict=True):
+        assert (alone.action, alone.reasons, alone.features) == (together.action, together.reasons, together.features)
+        assert (alone.score, alone.risk, alone.threshold) == pytest.approx(
+            (together.score, together.risk, together.threshold), rel=1e-4, abs=1e-4
+        )
 
 
 def test_checkpoint_round_trip_gives_identical_scores(checkpoint: Checkpoint, tmp_path: Path) -> None:

@@ -4,13 +4,16 @@ import json
 import math
 
 import pytest
+import torch
 
 from detector.features import (
     ARG_FEATURE_NAMES,
+    NOVELTY_NAMES,
     TOOL_VOCABULARY,
     VECTOR_NAMES,
     VECTOR_SIZE,
     argument_features,
+    event_matrix,
     event_vector,
     session_vectors,
 )
@@ -126,6 +129,20 @@ def test_out_of_range_argument_features_cannot_poison_the_vector() -> None:
     assert all(math.isfinite(value) and value >= 0.0 for value in vector)
     assert vector[VECTOR_NAMES.index("has_ip")] == 0.0
     assert vector[VECTOR_NAMES.index("sensitive_path")] == 1.0
+
+
+def test_one_event_vector_is_the_batch_row_of_that_event() -> None:
+    events = [e for s in normal_sessions(4, seed=21) + attack_sessions(6, seed=22) for e in s.events]
+    odd = _event("python.run", {"code": "print(1)"}, allowed=False, reasons=["a", "b"], exit_code=None)
+    odd.arg_features.update(has_ip=float("nan"), sensitive_path=7.0, total_length=float("inf"), path_depth=-3.0)
+    odd.novelty.update(dict.fromkeys(NOVELTY_NAMES, float("-inf")) | {"novel_path": 0.4, "agent_history": 2.5})
+    killed = _event("shell.run", {"command": "x"}, exit_code=159, signal=31, seccomp_killed=True, stdout_bytes=10**14,
+                    duration_ms=float("inf"), timed_out=True, truncated=True)
+    events += [odd, killed, _event("mystery.tool", {"a": 1}, exit_code=-1, stderr_bytes=-5)]
+    gaps = [float(i % 7) * 13.7 for i in range(len(events))] + [float("nan"), float("inf")]
+    events += [events[0], events[1]]
+    one_by_one = torch.tensor([event_vector(event, gap) for event, gap in zip(events, gaps, strict=True)])
+    assert torch.equal(one_by_one, event_matrix(events, gaps))
 
 
 def test_huge_and_odd_arguments_still_give_numbers() -> None:
