@@ -121,9 +121,12 @@ class SequenceModel(nn.Module):
         return self.head(hidden)
 
     def step(self, vectors: Tensor, hidden: Tensor) -> Tensor:
-        """Advance a batch of session states ([B, H]) by one event each ([B, D])."""
-        _, new_hidden = self.gru(self.encoder(vectors).unsqueeze(1), hidden.unsqueeze(0))
-        return new_hidden.squeeze(0)
+        """Advance a batch of session states ([B, H]) by one event each ([B, D]): the GRU's own weights as one cell
+        operation (the same numbers as running the GRU one step, at half the cost for a small batch)."""
+        gru = self.gru
+        return torch.gru_cell(
+            self.encoder(vectors), hidden, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+        )
 
     def forward(self, vectors: Tensor) -> Tensor:
         """Predictions for every position of padded sessions [B, T, D], each from the state before it."""

@@ -230,6 +230,16 @@ def test_batched_scoring_matches_one_event_at_a_time(checkpoint: Checkpoint, tra
         )
 
 
+def test_live_scores_are_the_scores_training_calibrated_on(checkpoint: Checkpoint) -> None:
+    sessions = [s.events for s in normal_sessions(6, seed=57)]
+    offline = score_sessions(checkpoint.build_model(torch.device("cpu")), sessions)
+    live = Detector(checkpoint, device="cpu")
+    for events, expected in zip(sessions, offline, strict=True):
+        one_by_one = [live.score([event])[0].score for event in events]
+        assert one_by_one == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        assert [v.score for v in Detector(checkpoint, device="cpu").score(events)] == pytest.approx(expected, abs=1e-4)
+
+
 def test_checkpoint_round_trip_gives_identical_scores(checkpoint: Checkpoint, tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     save_checkpoint(checkpoint, path)
