@@ -67,29 +67,45 @@ class Link:
 
 class ProcessGroups:
     """The process groups of calls in flight by request id, so they can be killed when the link drops or the
-    gateway cancels the request."""
+    gateway cancels the request. A request is known from the moment it is read, so a cancel that overtakes its
+    process (both frames arrive together after the container was frozen) stops the process as it starts."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._groups: dict[object, int] = {}
+        self._groups: dict[object, int | None] = {}
+        self._cancelled: set[object] = set()
 
-    def add(self, request_id: object, pgid: int) -> None:
+    def accept(self, request_id: object) -> None:
+        """A request was read; its process, if it has one, is not started yet."""
         with self._lock:
+            self._groups[request_id] = None
+
+    def add(self, request_id: object, pgid: int) -> bool:
+        """Track the request's process group; False when the request was cancelled before (the caller kills it)."""
+        with self._lock:
+            if request_id in self._cancelled:
+                return False
             self._groups[request_id] = pgid
+            return True
 
     def discard(self, request_id: object) -> None:
         with self._lock:
             self._groups.pop(request_id, None)
+            self._cancelled.discard(request_id)
 
     def kill(self, request_id: object) -> None:
         with self._lock:
-            pgid = self._groups.get(request_id)
+            if request_id not in self._groups:
+                return
+            pgid = self._groups[request_id]
+            if pgid is None:
+                self._cancelled.add(request_id)
         if pgid is not None:
             kill_group(pgid)
 
     def kill_all(self) -> None:
         with self._lock:
-            groups = list(self._groups.values())
+            groups = [pgid for pgid in self._groups.values() if pgid is not None]
         for pgid in groups:
             kill_group(pgid)
 
@@ -289,12 +305,9 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
         return failure(127, f"{argv[0]}: command not found")
     except OSError as exc:
         return failure(126, f"{argv[0]}: {exc.strerror or exc}")
-    request_id = request.get("id")
-    RUNNING.add(request_id, proc.pid)
-    try:
-        stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
-    finally:
-        RUNNING.discard(request_id)
+    if not RUNNING.add(request.get("id"), proc.pid):
+        kill_group(proc.pid)
+    stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
     duration_ms = (time.monotonic() - started) * 1000.0
     code = proc.returncode
     sig = -code if code < 0 else None
@@ -446,17 +459,17 @@ def handle(link: Link, request: Frame) -> None:
     request_id = request.get("id")
     op = request.get("op")
     operation = OPERATIONS.get(op) if isinstance(op, str) else None
-    if operation is None:
-        link.send({"id": request_id, "type": "error", "message": f"unknown op: {op!r}"})
-        return
     try:
-        if operation is run_exec and request.get("stream") is True:
-            outcome = run_exec(request, chunk_sender(link, request_id))
+        if operation is None:
+            reply = {"id": request_id, "type": "error", "message": f"unknown op: {op!r}"}
+        elif operation is run_exec and request.get("stream") is True:
+            reply = {"id": request_id, "type": "result", **run_exec(request, chunk_sender(link, request_id))}
         else:
-            outcome = operation(request)
-        reply = {"id": request_id, "type": "result", **outcome}
+            reply = {"id": request_id, "type": "result", **operation(request)}
     except Exception as exc:
         reply = {"id": request_id, "type": "error", "message": f"{type(exc).__name__}: {exc}"}
+    finally:
+        RUNNING.discard(request_id)
     link.send(reply)
 
 
@@ -477,6 +490,10 @@ def serve(sock: socket.socket) -> None:
             if request.get("op") == "cancel":
                 RUNNING.kill(request.get("target"))
                 continue
+            if not isinstance(request.get("id"), int | str):
+                link.send({"id": None, "type": "error", "message": "a request needs an integer or string id"})
+                continue
+            RUNNING.accept(request["id"])
             try:
                 threading.Thread(target=handle, args=(link, request), daemon=True).start()
             except RuntimeError as exc:

@@ -104,9 +104,11 @@ class ExecutorLink:
         try:
             try:
                 self._writer.write(json.dumps({**frame, "id": request_id}).encode() + b"\n")
-                await asyncio.wait_for(self._writer.drain(), timeout)
+                async with asyncio.timeout_at(deadline):
+                    await self._writer.drain()
                 while True:
-                    reply = await asyncio.wait_for(replies.get(), max(deadline - loop.time(), 0.0))
+                    async with asyncio.timeout_at(deadline):
+                        reply = await replies.get()
                     if isinstance(reply, LinkDown):
                         raise reply
                     if reply.get("type") == "error":

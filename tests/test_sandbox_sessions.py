@@ -11,6 +11,7 @@ import docker
 import docker.errors
 import pytest
 
+from sandbox import docker_runtime
 from sandbox.docker_runtime import DockerRuntime
 from sandbox.types import RunChunk, RunRequest, RunResult, SandboxError, SandboxLimits, SessionSpec
 
@@ -319,3 +320,28 @@ async def test_a_companion_whose_session_is_not_live_is_reaped(
     (companion,) = companions(docker_client, session_id)
     removed = await runtime.reap(set())
     assert companion in removed and companions(docker_client, session_id) == []
+
+
+async def test_a_frozen_sandbox_is_a_clear_error_and_its_abandoned_call_is_cancelled(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gateway gives up 0.5 s in; the call's own limit (60 s) would stop its process much later.
+    monkeypatch.setattr(docker_runtime, "RESULT_GRACE_S", -59.5)
+    session_id = new_id("frozen")
+    container = docker_client.containers.get(
+        await runtime.create(SessionSpec(session_id=session_id, agent_id="agent-1"))
+    )
+    container.pause()
+    try:
+        with pytest.raises(SandboxError, match=f"executor of session {session_id} gave no result within 0.5s"):
+            await sh(runtime, session_id, "sleep", "77", timeout_s=60)
+    finally:
+        container.unpause()
+        monkeypatch.undo()
+    assert (await sh(runtime, session_id, "echo", "thawed")).stdout == "thawed\n"
+    sleeping = (
+        "import os; print(sum(open(f'/proc/{p}/cmdline', 'rb').read().startswith(b'sleep') "
+        "for p in os.listdir('/proc') if p.isdigit()))"
+    )
+    await eventually(lambda: container.exec_run(["python3", "-c", sleeping]).output.strip() == b"0")
+    await runtime.kill(session_id)
