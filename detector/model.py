@@ -1,6 +1,7 @@
 """The GRU sequence model: predicts each event of a session from the events before it."""
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -93,6 +94,21 @@ def _flag_surprise(logits: Tensor, target: Tensor) -> Tensor:
     return (cross - entropy).clamp_min(0.0)
 
 
+def _cross_entropy(logits: list[float], target: list[float]) -> float:
+    """-sum(target * log_softmax(logits)) of one event, in Python numbers."""
+    top = max(logits)
+    log_total = top + math.log(sum(math.exp(logit - top) for logit in logits))
+    return -sum((logit - log_total) * weight for logit, weight in zip(logits, target, strict=True))
+
+
+def _flag_surprise_of(logit: float, target: float) -> float:
+    """`_flag_surprise` of one flag, in Python numbers."""
+    cross = max(logit, 0.0) - logit * target + math.log1p(math.exp(-abs(logit)))
+    clipped = min(max(target, 1e-6), 1 - 1e-6)
+    entropy = -(clipped * math.log(clipped) + (1 - clipped) * math.log(1 - clipped))
+    return max(cross - entropy, 0.0)
+
+
 class SequenceModel(nn.Module):
     """Encodes each event, carries a GRU state through the session, and predicts the next event.
 
@@ -112,6 +128,7 @@ class SequenceModel(nn.Module):
         weights = _per_part(dict.fromkeys(THREAT_FLAGS, THREAT_WEIGHT), 1.0)
         outcome = _per_part(dict.fromkeys(OUTCOME_PARTS, 1.0), 0.0)
         denial = _per_part(dict.fromkeys(DENIAL_PARTS, 1.0), 0.0)
+        self.part_weight_values, self.outcome_part_values, self.denial_part_values = weights, outcome, denial
         self.register_buffer("part_weights", torch.tensor(weights), persistent=False)
         self.register_buffer("outcome_parts", torch.tensor(outcome), persistent=False)
         self.register_buffer("denial_parts", torch.tensor(denial), persistent=False)
@@ -147,6 +164,24 @@ class SequenceModel(nn.Module):
         denied = vectors[..., DENIED_INDEX : DENIED_INDEX + 1]
         relevant = 1.0 - self.outcome_parts * denied - self.denial_parts * (1.0 - denied)
         return parts * relevant * self.part_weights
+
+    def contributions_of_one(self, prediction: list[float], vector: list[float]) -> list[float]:
+        """`contributions` of a single event in plain Python numbers (equal up to float32 rounding): for one event,
+        starting the tensor operations costs several times the arithmetic."""
+        tool_end, exit_end, flag_end = N_TOOLS, N_TOOLS + N_EXITS, N_TOOLS + N_EXITS + N_FLAGS
+        parts = [
+            _cross_entropy(prediction[:tool_end], vector[:tool_end]),
+            _cross_entropy(prediction[tool_end:exit_end], vector[tool_end:exit_end]),
+            *map(_flag_surprise_of, prediction[exit_end:flag_end], vector[exit_end:flag_end]),
+            *(MEASURE_WEIGHT * (p - o) ** 2 for p, o in zip(prediction[flag_end:], vector[flag_end:], strict=True)),
+        ]
+        denied = vector[DENIED_INDEX]
+        return [
+            part * (1.0 - outcome * denied - denial * (1.0 - denied)) * weight
+            for part, outcome, denial, weight in zip(
+                parts, self.outcome_part_values, self.denial_part_values, self.part_weight_values, strict=True
+            )
+        ]
 
     def scores(self, prediction: Tensor, vectors: Tensor) -> Tensor:
         """Anomaly score of each event: how surprising it was given the session before it."""

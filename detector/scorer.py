@@ -328,7 +328,7 @@ class Detector:
         if self.model is not None:
             x = torch.tensor([vector], device=self.device)
             hidden = self._hidden[slot : slot + 1]
-            parts = self.model.contributions(self.model.predict(hidden), x)[0].tolist()
+            parts = self.model.contributions_of_one(self.model.predict(hidden)[0].tolist(), vector)
             self._hidden[slot] = self.model.step(x, hidden)[0]
         seen = int(self._events[slot])
         denied = vector[_DENIED] > 0.5
