@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import json
 import os
+import queue
 import selectors
 import signal
 import socket
@@ -41,6 +42,7 @@ DRAIN_GRACE_S = 0.5
 EXIT_POLL_S = 0.05
 MAX_LIST_ENTRIES = 10000
 MAX_FORWARDS = 32
+MAX_IDLE_WORKERS = 4
 PR_SET_DUMPABLE = 4
 
 Frame = dict[str, Any]
@@ -473,6 +475,36 @@ def handle(link: Link, request: Frame) -> None:
     link.send(reply)
 
 
+class Workers:
+    """The threads that carry out requests. An idle one takes the next request and a new one starts only when
+    none is idle, so calls never queue behind each other; starting a thread per request cost a sequential
+    caller about 0.1 ms a call. Up to MAX_IDLE_WORKERS wait for more work, the others end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[tuple[Link, Frame]]] = []
+
+    def submit(self, link: Link, request: Frame) -> None:
+        """Hand the request to an idle worker, or to a new one; RuntimeError when no thread can start."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(inbox,), daemon=True).start()
+        inbox.put((link, request))
+
+    def _work(self, inbox: "queue.SimpleQueue[tuple[Link, Frame]]") -> None:
+        while True:
+            handle(*inbox.get())
+            with self._lock:
+                if len(self._idle) >= MAX_IDLE_WORKERS:
+                    return
+                self._idle.append(inbox)
+
+
+WORKERS = Workers()
+
+
 def serve(sock: socket.socket) -> None:
     """Answer requests on one connection until the gateway closes it."""
     link = Link(sock)
@@ -495,7 +527,7 @@ def serve(sock: socket.socket) -> None:
                 continue
             RUNNING.accept(request["id"])
             try:
-                threading.Thread(target=handle, args=(link, request), daemon=True).start()
+                WORKERS.submit(link, request)
             except RuntimeError as exc:
                 link.send({"id": request.get("id"), "type": "error", "message": f"cannot start a thread: {exc}"})
 

@@ -119,11 +119,17 @@ async def test_output_beyond_the_cap_is_truncated(runtime: DockerRuntime, sessio
     assert result.stdout == "x" * 1000 and result.stdout_bytes == 100001
 
 
-async def test_concurrent_calls_each_get_their_own_result(runtime: DockerRuntime, session: str) -> None:
-    results = await asyncio.gather(
-        *(sh(runtime, session, "sh", "-c", f"sleep 0.2; echo {index}") for index in range(4))
+async def test_concurrent_calls_run_at_once_and_each_get_their_own_result(runtime: DockerRuntime, session: str) -> None:
+    # Each call waits (up to 10 s) until all eight have started: calls queued behind each other would see fewer.
+    await sh(runtime, session, "mkdir", "-p", "together")
+    wait_for_all = (
+        "touch together/$0; for _ in $(seq 200); do [ $(ls together | wc -l) -ge 8 ] && break; sleep 0.05; done; "
+        "echo $0 $(ls together | wc -l)"
     )
-    assert [result.stdout for result in results] == [f"{index}\n" for index in range(4)]
+    results = await asyncio.gather(*(sh(runtime, session, "sh", "-c", wait_for_all, str(index)) for index in range(8)))
+    assert [result.stdout for result in results] == [f"{index} 8\n" for index in range(8)]
+    again = await asyncio.gather(*(sh(runtime, session, "echo", str(index)) for index in range(8)))
+    assert [result.stdout for result in again] == [f"{index}\n" for index in range(8)]
 
 
 async def test_ptrace_is_killed_by_seccomp(runtime: DockerRuntime, session: str) -> None:
