@@ -154,7 +154,8 @@ class CallPipeline:
         if revoked:
             decision = Decision(allow=False, reasons=["revoked", *revoked], revision=self.policy.revision)
         else:
-            decision = self.risk.amend(principal.id, await asyncio.to_thread(self.policy.decide, decision_input))
+            decided = self.policy.decided(decision_input) or await asyncio.to_thread(self.policy.decide, decision_input)
+            decision = self.risk.amend(principal.id, decided)
         decide_ns = time.perf_counter_ns() - decide_started
         redacted_input, redacted_decision = self.redactor.redact_decision(
             decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))

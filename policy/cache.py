@@ -16,14 +16,15 @@ class DecisionCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, revision: str, input_json: str) -> Decision | None:
-        """The cached decision for this revision and input, or None."""
+    def get(self, revision: str, input_json: str, count_miss: bool = True) -> Decision | None:
+        """The cached decision for this revision and input, or None (a look before deciding passes
+        `count_miss=False`: the decision that follows counts the miss)."""
         if self._size <= 0:
             return None
         with self._lock:
             decision = self._entries.get((revision, input_json))
             if decision is None:
-                self.misses += 1
+                self.misses += count_miss
                 return None
             self._entries.move_to_end((revision, input_json))
             self.hits += 1

@@ -75,6 +75,10 @@ class EmbeddedRegoEngine:
         with _REGO_LOCK:
             return self._decide(document, active)
 
+    def decided(self, decision_input: DecisionInput) -> Decision | None:
+        """None: this engine keeps no decisions (evaluating in-process is what it is for)."""
+        return None
+
     def ping(self) -> bool:
         """True when the engine answers a well-formed decision for a known input."""
         with _REGO_LOCK:

@@ -32,6 +32,11 @@ class PolicyEngine(Protocol):
         """Return the decision; any engine failure is a deny whose reason says so (fail closed)."""
         ...
 
+    def decided(self, decision_input: DecisionInput) -> Decision | None:
+        """The decision already made for exactly this input under the policy in force, or None. Never evaluates,
+        so the event loop may ask before handing `decide` to a thread."""
+        ...
+
     def set_revocations(self, revocations: dict[str, Any]) -> None:
         """Replace `data.bastion.revocations`; the next decision sees it."""
         ...

@@ -91,6 +91,10 @@ class RemoteOpaEngine:
         except MalformedDecisionError as exc:
             return engine_error(str(exc), revision)
 
+    def decided(self, decision_input: DecisionInput) -> Decision | None:
+        """None: every decision is OPA's to make."""
+        return None
+
     def ping(self) -> bool:
         """True when OPA is healthy and decides the sample call."""
         return self._client.check_health() and not is_engine_error(self.decide(SAMPLE_INPUT))

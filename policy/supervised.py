@@ -95,6 +95,7 @@ class SupervisedRegoEngine:
         self._queue_timeout_s = max(queue_timeout_s, budget_s)
         self._load_timeout_s = load_timeout_s
         self._cache = DecisionCache(cache_size)
+        self._last_rendered: tuple[DecisionInput, str, str] | None = None
         self._change_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
@@ -175,6 +176,19 @@ class SupervisedRegoEngine:
         """Decide with the active policy; any failure, crash or overrun is a deny saying so (fail closed)."""
         return self._decide_input(ACTIVE, decision_input)
 
+    def decided(self, decision_input: DecisionInput) -> Decision | None:
+        """The cached decision for exactly this input under the active policy, or None; never evaluates. The input
+        document it writes is kept for the `decide` of the same input that follows a miss."""
+        current = self._state.slots.get(ACTIVE)
+        if current is None or self._closed:
+            return None
+        try:
+            document = input_json(decision_input, current.bundle.input_paths)
+        except (TypeError, ValueError):
+            return None
+        self._last_rendered = (decision_input, current.revision, document)
+        return self._cache.get(current.revision, document, count_miss=False)
+
     def decide_shadow(self, decision_input: DecisionInput) -> Decision | None:
         """Decide with the shadow policy, or None when no shadow policy is loaded."""
         if SHADOW not in self._state.slots:
@@ -208,7 +222,14 @@ class SupervisedRegoEngine:
         self.close()
 
     def _decide_input(self, slot: str, decision_input: DecisionInput) -> Decision:
-        return self._decide_with(slot, lambda current: input_json(decision_input, current.bundle.input_paths))
+        return self._decide_with(slot, lambda current: self._input_document(decision_input, current))
+
+    def _input_document(self, decision_input: DecisionInput, current: PolicySlot) -> str:
+        """The input as the slot's policy reads it; the one `decided` just wrote when it is for this input."""
+        last = self._last_rendered
+        if last is not None and last[0] is decision_input and last[1] == current.revision:
+            return last[2]
+        return input_json(decision_input, current.bundle.input_paths)
 
     def _decide_with(self, slot: str, render: Callable[[PolicySlot], str], use_cache: bool = True) -> Decision:
         """Decide the input `render` writes for the slot's policy, again if that policy changes meanwhile."""

@@ -86,6 +86,33 @@ def test_calls_differing_only_in_what_the_policy_does_not_read_share_a_cache_ent
         assert (engine.cache.hits, engine.cache.misses) == (1, 2)
 
 
+def test_a_decision_already_made_is_answered_without_evaluating_and_never_stale() -> None:
+    with SupervisedRegoEngine(bundle('deny contains "no rm" if startswith(input.args.command, "rm ")'),
+                              workers=1) as engine:
+        ls = call("shell.run", {"command": "ls"}, session="s-1")
+        assert engine.decided(ls) is None
+        made = engine.decide(ls)
+        assert made.allow and (engine.cache.hits, engine.cache.misses) == (0, 1)
+        assert engine.decided(call("shell.run", {"command": "ls"}, session="s-2")) == made
+        assert (engine.cache.hits, engine.cache.misses) == (1, 1)
+        assert engine.decided(call("shell.run", {"command": "rm -rf /"})) is None
+        assert engine.decided(ls) == made
+        assert not engine.decide(call("shell.run", {"command": "rm -rf /"})).allow
+        engine.load(bundle('deny contains "no ls" if input.args.command == "ls"'))
+        assert engine.decided(ls) is None
+        assert engine.decide(ls).reasons == ["no ls"]
+        engine.set_revocations({"agents": {"agent-1": {"reason": "detector"}}})
+        assert engine.decided(ls) is None
+        engine.close()
+        assert engine.decided(ls) is None
+
+
+def test_engines_that_keep_no_decisions_have_none_to_give() -> None:
+    engine = EmbeddedRegoEngine(bundle('deny contains "no rm" if startswith(input.args.command, "rm ")'))
+    ls = call("shell.run", {"command": "ls"})
+    assert engine.decide(ls).allow and engine.decided(ls) is None
+
+
 @pytest.mark.parametrize("engine_type", [EmbeddedRegoEngine, SupervisedRegoEngine])
 def test_a_new_policy_gets_the_parts_of_input_it_reads(engine_type: type) -> None:
     engine = engine_type(bundle('deny contains "no rm" if startswith(input.args.command, "rm ")'))
