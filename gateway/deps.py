@@ -11,9 +11,15 @@ from gateway.service import Gateway
 from gateway.sessions import LiveSession
 
 
+def gateway_of(request: Request) -> Gateway:
+    """The gateway this app serves. The dependencies every call resolves read it here rather than through
+    `GatewayDep`: FastAPI solves a dependency's own dependencies again wherever it is used, before its cache."""
+    return request.app.state.gateway
+
+
 async def get_gateway(request: Request) -> Gateway:
     """The gateway this app serves (a coroutine: FastAPI would run a plain function in a worker thread)."""
-    return request.app.state.gateway
+    return gateway_of(request)
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
@@ -28,7 +34,7 @@ async def records_settled(gateway: GatewayDep) -> None:
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-async def get_principal(request: Request, gateway: GatewayDep) -> PrincipalView:
+async def get_principal(request: Request) -> PrincipalView:
     """The caller identified by `Authorization: Bearer <key>`, or 401."""
     header = request.headers.get("authorization")
     if not header:
@@ -38,7 +44,7 @@ async def get_principal(request: Request, gateway: GatewayDep) -> PrincipalView:
     if scheme.lower() != "bearer" or not key.strip():
         raise Problem(401, "unauthenticated", "Malformed credentials",
                       "The Authorization header must be 'Bearer <key>'.", headers=_CHALLENGE)
-    principal = await gateway.principals.authenticate(key.strip())
+    principal = await gateway_of(request).principals.authenticate(key.strip())
     if principal is None:
         raise Problem(401, "unauthenticated", "Unknown API key",
                       "This API key is not valid. Check it, or ask an admin for a new agent key.",
@@ -71,9 +77,9 @@ CurrentAgent = Annotated[PrincipalView, Depends(get_agent)]
 AdminPrincipal = Annotated[PrincipalView, Depends(get_admin)]
 
 
-async def get_owned_session(session_id: str, agent: CurrentAgent, gateway: GatewayDep) -> LiveSession:
+async def get_owned_session(session_id: str, agent: CurrentAgent, request: Request) -> LiveSession:
     """The caller's own session named in the path, or 404 (other agents' sessions are not revealed)."""
-    session = await gateway.sessions.get(session_id)
+    session = await gateway_of(request).sessions.get(session_id)
     if session is None or session.agent_id != agent.id:
         raise Problem(404, "unknown-session", "Unknown session",
                       f"No session {session_id!r} belongs to this agent. Create one with POST /v1/sessions.")

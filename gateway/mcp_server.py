@@ -79,10 +79,9 @@ class McpEndpoint:
         self.manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway = self._gateway_of()
         request = Request(scope, receive)
         try:
-            agent = await get_agent(await get_principal(request, gateway))
+            agent = await get_agent(await get_principal(request))
         except Problem as problem:
             await problem_response(problem)(scope, receive, send)
             return
