@@ -1,5 +1,6 @@
 """Request dependencies as `Annotated` aliases, so a route's signature says what it needs."""
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
@@ -77,14 +78,23 @@ CurrentAgent = Annotated[PrincipalView, Depends(get_agent)]
 AdminPrincipal = Annotated[PrincipalView, Depends(get_admin)]
 
 
-async def get_owned_session(session_id: str, agent: CurrentAgent, request: Request) -> LiveSession:
+@dataclass(frozen=True)
+class AgentSession:
+    """The calling agent and its own session named in the path, as one dependency: FastAPI would solve the agent
+    again for every parameter that names it."""
+
+    agent: PrincipalView
+    session: LiveSession
+
+
+async def get_agent_session(session_id: str, agent: CurrentAgent, request: Request) -> AgentSession:
     """The caller's own session named in the path, or 404 (other agents' sessions are not revealed)."""
     session = await gateway_of(request).sessions.get(session_id)
     if session is None or session.agent_id != agent.id:
         raise Problem(404, "unknown-session", "Unknown session",
                       f"No session {session_id!r} belongs to this agent. Create one with POST /v1/sessions.")
     structlog.contextvars.bind_contextvars(session_id=session_id)
-    return session
+    return AgentSession(agent, session)
 
 
-OwnedSession = Annotated[LiveSession, Depends(get_owned_session)]
+OwnedSession = Annotated[AgentSession, Depends(get_agent_session)]

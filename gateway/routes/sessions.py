@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from gateway.call_stream import NDJSON, CallStream
-from gateway.deps import CurrentAgent, GatewayDep, OwnedSession, records_settled
+from gateway.deps import CurrentAgent, GatewayDep, OwnedSession, gateway_of, records_settled
 from gateway.idempotency import StoredAnswer, fingerprint
 from gateway.pipeline import CallOutcome
 from gateway.problems import Problem
@@ -166,15 +166,15 @@ async def create_session(agent: CurrentAgent, gateway: GatewayDep, request: Requ
 
 
 @router.get("/{session_id}", response_model=SessionPublic, dependencies=[Depends(records_settled)])
-async def get_session(session: OwnedSession) -> SessionPublic:
+async def get_session(owned: OwnedSession) -> SessionPublic:
     """One of the caller's sessions (a revocation in force shows here as soon as it is committed)."""
-    return SessionPublic.of(session)
+    return SessionPublic.of(owned.session)
 
 
 @router.delete("/{session_id}", status_code=204)
-async def delete_session(session: OwnedSession, agent: CurrentAgent, gateway: GatewayDep) -> Response:
+async def delete_session(owned: OwnedSession, gateway: GatewayDep) -> Response:
     """End the session and remove its container."""
-    await gateway.end_session(session, agent.id)
+    await gateway.end_session(owned.session, owned.agent.id)
     return Response(status_code=204)
 
 
@@ -187,11 +187,12 @@ _HELD = {202: {"description": "Held for a human's approval (policy obligation `r
 
 
 @router.post("/{session_id}/calls", response_model=CallResponse, responses=_HELD)
-async def call_tool(body: CallRequest, session: OwnedSession, agent: CurrentAgent, gateway: GatewayDep,
-                    request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+async def call_tool(body: CallRequest, owned: OwnedSession, request: Request,
+                    idempotency_key: IdempotencyKey = None) -> Response:
     """Run one tool call through policy, sandbox, audit and detector.
 
     A denial is a 403 problem with the policy's `reasons` and the `call_id` under which it was audited."""
+    gateway, agent, session = gateway_of(request), owned.agent, owned.session
     pipeline = gateway.pipeline
     assert pipeline is not None
 
@@ -223,11 +224,11 @@ _STREAM_EXAMPLE = "\n".join([
     "description": "NDJSON lines: `started` (after policy and audit), `chunk` (`stream`, `data`) as output "
                    "arrives, then `result` (as the plain call's body) or `error` (`problem`).",
     "content": {NDJSON: {"schema": {"type": "string"}, "example": _STREAM_EXAMPLE}}}})
-async def stream_call(body: CallRequest, session: OwnedSession, agent: CurrentAgent, gateway: GatewayDep,
-                      request: Request) -> Response:
+async def stream_call(body: CallRequest, owned: OwnedSession, request: Request) -> Response:
     """Run one tool call like `/calls`, streaming its output as NDJSON while it runs.
 
     Refusals before the call starts (denied, invalid arguments, rate limited) are plain problem responses."""
+    gateway, agent, session = gateway_of(request), owned.agent, owned.session
     _require_active(session)
     pipeline = gateway.pipeline
     assert pipeline is not None
