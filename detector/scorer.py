@@ -333,7 +333,8 @@ class Detector:
         seen = int(self._events[slot])
         denied = vector[_DENIED] > 0.5
         bits = ((int(self._denials[slot]) << 1) | denied) & ((1 << self.denial_window) - 1)
-        burst = denied and bits.bit_count() >= self.denial_limit
+        denials = bits.bit_count()
+        burst = denied and denials >= self.denial_limit
         self._denials[slot] = 0 if burst else bits
         self._events[slot] = seen + 1
         threshold = float(self._slot_threshold[slot])
@@ -349,7 +350,7 @@ class Detector:
         risk = min(max(score / (2 * threshold), 0.0), 1.0 if warm or hard else WARMUP_RISK_CAP)
         if warm and raw > threshold:
             action = max([action, *(code for minimum, code in self._ladder if risk >= minimum)])
-        return _Judgement(score, threshold, risk, action, hard, bits.bit_count(), seen, parts if action else None)
+        return _Judgement(score, threshold, risk, action, hard, denials, seen, parts if action else None)
 
     @staticmethod
     def _judgements(batch: BatchScores) -> list[_Judgement]:
