@@ -529,7 +529,8 @@ def serve(sock: socket.socket) -> None:
             try:
                 WORKERS.submit(link, request)
             except RuntimeError as exc:
-                link.send({"id": request.get("id"), "type": "error", "message": f"cannot start a thread: {exc}"})
+                RUNNING.discard(request["id"])
+                link.send({"id": request["id"], "type": "error", "message": f"cannot start a thread: {exc}"})
 
 
 def connect() -> socket.socket:
