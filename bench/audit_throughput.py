@@ -40,7 +40,7 @@ from gateway.audit import AuditEntry, AuditLog, record_hash
 from gateway.audit_chain import GENESIS_HASH, link, prepare
 from gateway.audit_export import export_chunks
 from gateway.audit_query import AuditFilter, query_audit
-from gateway.audit_store import RECORDS, insert_records, lock_chain, read_tail
+from gateway.audit_store import RECORDS, DriverChain
 from gateway.db import make_engine, migrate
 from gateway.keys import new_id
 
@@ -77,10 +77,10 @@ class NaiveLog:
     def append(self, entries: list[AuditEntry]) -> None:
         """Commit the entries in a transaction of their own."""
         with self.lock, self.engine.connect() as connection:
-            lock_chain(connection)
-            records = link([prepare(entry) for entry in entries], read_tail(connection))
-            insert_records(connection, records)
-            connection.commit()
+            chain = DriverChain(connection)
+            chain.lock()
+            chain.insert(link([prepare(entry) for entry in entries], chain.tail()))
+            chain.commit()
 
 
 async def rate(append: Callable[[list[AuditEntry]], Awaitable[Any]], writers: int,

@@ -20,7 +20,7 @@ from gateway.audit_checkpoints import (
     last_checkpoint,
     write_checkpoint,
 )
-from gateway.audit_store import insert_records, lock_chain, read_tail
+from gateway.audit_store import DriverChain, lock_chain, read_tail
 from gateway.models import AuditCheckpoint, utcnow
 
 log = structlog.get_logger()
@@ -79,6 +79,7 @@ class GroupCommitWriter:
         self._in_progress = 0
         self._last_batch = 1
         self._connection: Connection | None = None
+        self._chain: DriverChain | None = None
         self._known_checkpoint: AuditCheckpoint | None = None
         self._watched: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self.stats = WriterStats()
@@ -245,17 +246,18 @@ class GroupCommitWriter:
 
     def _write(self, entries: list[PreparedEntry]) -> list[ChainedRecord]:
         """One transaction on the writer's own connection (kept between batches; replaced after any error)."""
-        if self._connection is None:
+        if self._connection is None or self._chain is None:
             self._connection = self._engine.connect()
-        connection = self._connection
+            self._chain = DriverChain(self._connection)
+        connection, chain = self._connection, self._chain
         written = None
         try:
-            lock_chain(connection)
-            records = link(entries, read_tail(connection))
+            chain.lock()
+            records = link(entries, chain.tail())
             if records:
-                insert_records(connection, records)
+                chain.insert(records)
                 written = self._checkpoint_for(connection, ChainTail(records[-1].seq, records[-1].hash))
-            connection.commit()
+            chain.commit()
         except BaseException:
             self._known_checkpoint = None
             self._drop_connection()
@@ -283,6 +285,7 @@ class GroupCommitWriter:
         return write_checkpoint(connection, self._signer, tail, "periodic")
 
     def _drop_connection(self) -> None:
+        self._chain = None
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()
