@@ -133,21 +133,31 @@ class SequenceModel(nn.Module):
         self.register_buffer("outcome_parts", torch.tensor(outcome), persistent=False)
         self.register_buffer("denial_parts", torch.tensor(denial), persistent=False)
 
+    def encode(self, vectors: Tensor) -> Tensor:
+        """The encoder's layers as functional calls on their weights: the same numbers, without a module call per
+        layer (which costs as much as the arithmetic for a single event)."""
+        linear, gelu = self.encoder
+        encoded = nn.functional.linear(vectors, linear.weight, linear.bias)
+        return nn.functional.gelu(encoded, approximate=gelu.approximate)
+
     def predict(self, hidden: Tensor) -> Tensor:
-        """Expected next event as [..., D]: tool and exit logits, flag logits, measure values."""
-        return self.head(hidden)
+        """Expected next event as [..., D]: tool and exit logits, flag logits, measure values (the head's layers as
+        functional calls, like `encode`)."""
+        first, gelu, last = self.head
+        inner = nn.functional.gelu(nn.functional.linear(hidden, first.weight, first.bias), approximate=gelu.approximate)
+        return nn.functional.linear(inner, last.weight, last.bias)
 
     def step(self, vectors: Tensor, hidden: Tensor) -> Tensor:
         """Advance a batch of session states ([B, H]) by one event each ([B, D]): the GRU's own weights as one cell
         operation (the same numbers as running the GRU one step, at half the cost for a small batch)."""
         gru = self.gru
         return torch.gru_cell(
-            self.encoder(vectors), hidden, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+            self.encode(vectors), hidden, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
         )
 
     def forward(self, vectors: Tensor) -> Tensor:
         """Predictions for every position of padded sessions [B, T, D], each from the state before it."""
-        outputs, _ = self.gru(self.encoder(vectors))
+        outputs, _ = self.gru(self.encode(vectors))
         start = outputs.new_zeros(outputs.shape[0], 1, outputs.shape[2])
         return self.predict(torch.cat([start, outputs[:, :-1]], dim=1))
 
