@@ -101,11 +101,21 @@ def _cross_entropy(logits: list[float], target: list[float]) -> float:
     return -sum((logit - log_total) * weight for logit, weight in zip(logits, target, strict=True))
 
 
-def _flag_surprise_of(logit: float, target: float) -> float:
-    """`_flag_surprise` of one flag, in Python numbers."""
-    cross = max(logit, 0.0) - logit * target + math.log1p(math.exp(-abs(logit)))
+def _flag_entropy(target: float) -> float:
+    """The entropy (nats) of a Bernoulli with mean `target`, clipped as in `_flag_surprise`."""
     clipped = min(max(target, 1e-6), 1 - 1e-6)
-    entropy = -(clipped * math.log(clipped) + (1 - clipped) * math.log(1 - clipped))
+    return -(clipped * math.log(clipped) + (1 - clipped) * math.log(1 - clipped))
+
+
+_SET_FLAG_ENTROPY = {0.0: _flag_entropy(0.0), 1.0: _flag_entropy(1.0)}
+
+
+def _flag_surprise_of(logit: float, target: float) -> float:
+    """`_flag_surprise` of one flag, in Python numbers (the entropy of a flag that is plainly off or on is known)."""
+    cross = max(logit, 0.0) - logit * target + math.log1p(math.exp(-abs(logit)))
+    entropy = _SET_FLAG_ENTROPY.get(target)
+    if entropy is None:
+        entropy = _flag_entropy(target)
     return max(cross - entropy, 0.0)
 
 

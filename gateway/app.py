@@ -51,8 +51,8 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
     app = FastAPI(title="bastion", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
     install_approval_handler(app)
-    for module in (health, agents, sessions, tools, audit, revocations, policies, approvals, detector):
-        app.include_router(module.router)
+    for module in (sessions, health, agents, tools, audit, revocations, policies, approvals, detector):
+        app.include_router(module.router)  # sessions first: FastAPI tries the routers in order on every request
     app.add_route("/mcp", mcp, include_in_schema=False)
     install_openapi(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
