@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 SOCKET_PATH = "/run/bastion/exec.sock"
 EGRESS_SOCKET_PATH = "/run/bastion/egress.sock"
@@ -476,26 +476,26 @@ def handle(link: Link, request: Frame) -> None:
 
 
 class Workers:
-    """The threads that carry out requests. An idle one takes the next request and a new one starts only when
-    none is idle, so calls never queue behind each other; starting a thread per request cost a sequential
-    caller about 0.1 ms a call. Up to MAX_IDLE_WORKERS wait for more work, the others end."""
+    """The threads of the executor. An idle one takes the next piece of work and a new one starts only when none
+    is idle, so calls never queue behind each other; starting a thread per request cost a sequential caller about
+    0.1 ms a call. Up to MAX_IDLE_WORKERS wait for more work, the others end."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[tuple[Link, Frame]]] = []
+        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
 
-    def submit(self, link: Link, request: Frame) -> None:
-        """Hand the request to an idle worker, or to a new one; RuntimeError when no thread can start."""
+    def submit(self, work: Callable[[], None]) -> None:
+        """Hand `work` to an idle worker, or to a new one; RuntimeError when no thread can start."""
         with self._lock:
             inbox = self._idle.pop() if self._idle else None
         if inbox is None:
             inbox = queue.SimpleQueue()
             threading.Thread(target=self._work, args=(inbox,), daemon=True).start()
-        inbox.put((link, request))
+        inbox.put(work)
 
-    def _work(self, inbox: "queue.SimpleQueue[tuple[Link, Frame]]") -> None:
+    def _work(self, inbox: "queue.SimpleQueue[Callable[[], None]]") -> None:
         while True:
-            handle(*inbox.get())
+            inbox.get()()
             with self._lock:
                 if len(self._idle) >= MAX_IDLE_WORKERS:
                     return
@@ -509,28 +509,68 @@ def serve(sock: socket.socket) -> None:
     """Answer requests on one connection until the gateway closes it."""
     link = Link(sock)
     link.send({"type": "hello", "protocol": PROTOCOL, "pid": os.getpid()})
+    ended = threading.Event()
     with sock.makefile("rb") as lines:
+        try:
+            WORKERS.submit(lambda: read_requests(link, lines, ended))
+        except RuntimeError:
+            read_requests(link, lines, ended)
+        ended.wait()
+
+
+def read_requests(link: Link, lines: BinaryIO, ended: threading.Event) -> None:
+    """Read frames until one asks for work, then hand the reading on to another worker and do the work in this
+    thread: the request starts without waiting for a thread to wake, and the link is never left unread (cancels
+    are taken as they come). Sets `ended` when the connection closes."""
+    request = None
+    try:
+        request = next_request(link, lines, lambda: read_requests(link, lines, ended))
+    finally:
+        if request is None:
+            ended.set()
+    if request is not None:
+        handle(link, request)
+
+
+def next_request(link: Link, lines: BinaryIO, read_on: Callable[[], None]) -> Frame | None:
+    """The next request for work, once `read_on` (the reading) is handed to another worker; None when the
+    connection closed. A request no thread can be found for is answered with an error."""
+    try:
         for line in lines:
-            if not line.strip():
+            request = admitted(link, line)
+            if request is None:
                 continue
             try:
-                request = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(request, dict):
-                continue
-            if request.get("op") == "cancel":
-                RUNNING.kill(request.get("target"))
-                continue
-            if not isinstance(request.get("id"), int | str):
-                link.send({"id": None, "type": "error", "message": "a request needs an integer or string id"})
-                continue
-            RUNNING.accept(request["id"])
-            try:
-                WORKERS.submit(link, request)
+                WORKERS.submit(read_on)
             except RuntimeError as exc:
                 RUNNING.discard(request["id"])
                 link.send({"id": request["id"], "type": "error", "message": f"cannot start a thread: {exc}"})
+                continue
+            return request
+    except OSError as exc:
+        print(f"executor: link error: {exc}", file=sys.stderr, flush=True)
+    return None
+
+
+def admitted(link: Link, line: bytes) -> Frame | None:
+    """The request a frame carries, known to RUNNING from now on; None for a cancel (carried out here), a blank
+    or malformed line, or a request without a usable id (answered with an error)."""
+    if not line.strip():
+        return None
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    if request.get("op") == "cancel":
+        RUNNING.kill(request.get("target"))
+        return None
+    if not isinstance(request.get("id"), int | str):
+        link.send({"id": None, "type": "error", "message": "a request needs an integer or string id"})
+        return None
+    RUNNING.accept(request["id"])
+    return request
 
 
 def connect() -> socket.socket:
