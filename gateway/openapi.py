@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from gateway.deps import get_principal
+from gateway.deps import AUTHENTICATING
 from gateway.problems import PROBLEM_JSON
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -78,7 +78,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _needs_auth(dependant: Dependant) -> bool:
-    return any(dep.call is get_principal or _needs_auth(dep) for dep in dependant.dependencies)
+    return any(dep.call in AUTHENTICATING or _needs_auth(dep) for dep in dependant.dependencies)
 
 
 def _statuses(route: APIRoute, method: str, operation: dict[str, Any]) -> list[int]:
