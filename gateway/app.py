@@ -19,6 +19,7 @@ from gateway.service import Gateway
 from gateway.settings import Settings
 
 log = structlog.get_logger()
+YOUNG_COLLECTION_THRESHOLD = 20_000
 
 API_DESCRIPTION = """Every tool call an agent makes is authorized by Rego policy, run in a seccomp-locked
 container, written to a hash-chained audit log before and after it runs, and judged by an anomaly
@@ -63,9 +64,13 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
 def freeze_startup_heap() -> None:
     """Move what starting the gateway allocated (torch, the detector model, the app: about half a million objects)
     out of the cyclic collector's reach. Otherwise every full collection walks all of it again, and under load
-    those pauses stopped the event loop and every thread for 250-350 ms at a time; after, 10-45 ms."""
+    those pauses stopped the event loop and every thread for 250-350 ms at a time; after, 10-45 ms. Then collect
+    the young generation every YOUNG_COLLECTION_THRESHOLD net allocations instead of every 700 (several collections
+    a call): a sequential caller's call p50 fell 0.09-0.14 ms in three paired runs, its p99 unchanged."""
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
     log.info("startup heap frozen", objects=gc.get_freeze_count())
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.app import YOUNG_COLLECTION_THRESHOLD
 from tests.conftest import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 UUID_COMMAND = "cat /proc/sys/kernel/random/uuid"
@@ -242,10 +243,12 @@ def test_a_served_gateway_takes_its_startup_heap_out_of_the_collectors_reach(
     """`bastion serve` freezes what starting allocated, so full collections no longer walk torch and the app
     (pauses of hundreds of milliseconds under load); it still answers calls afterwards."""
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     running = serve_gateway(gateway_settings(Path(tempfile_short("gc")), detector_checkpoint, sandbox_image),
                             freeze_heap=True)
     try:
         assert gc.get_freeze_count() > 100_000
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
         with httpx.Client(base_url=running.url, timeout=60) as client:
             assert client.get("/readyz").status_code == 200
             created = client.post("/v1/agents", json={"name": "gc", "roles": ["developer"]}, headers=running.admin)
@@ -257,3 +260,4 @@ def test_a_served_gateway_takes_its_startup_heap_out_of_the_collectors_reach(
     finally:
         running.stop()
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
