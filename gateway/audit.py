@@ -77,9 +77,10 @@ class AuditLog:
         """Durably commit the entries, chained in order; wait while the queue is full; raise AuditStoreError."""
         return self._writer.append(list(entries))
 
-    async def append_async(self, entries: Iterable[AuditEntry]) -> list[ChainedRecord]:
-        """`append` for the event loop: waits without holding a thread unless the queue is full."""
-        return await self._writer.append_async(list(entries))
+    async def append_async(self, entries: Iterable[AuditEntry], lone: bool = False) -> list[ChainedRecord]:
+        """`append` for the event loop: waits without holding a thread unless the queue is full. `lone`: no other
+        call is in flight, so an idle SQLite log may commit right away on the loop (see the writer)."""
+        return await self._writer.append_async(list(entries), lone)
 
     async def append_queued(self, entries: Iterable[AuditEntry]) -> None:
         """Queue the entries without waiting for their commit (only for queue space): for records of what ran

@@ -1,6 +1,7 @@
 """Where the chain lives: its tables, the chain lock, reading its tail, and inserting records fast."""
 
 import operator
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,10 +36,28 @@ class DriverChain:
         self._driver: Any = connection.connection.driver_connection
         self._cursor = self._driver.cursor()
         self._sqlite = connection.dialect.name == "sqlite"
+        self._busy_timeout_ms = int(self._cursor.execute("PRAGMA busy_timeout").fetchone()[0]) if self._sqlite else 0
 
     def lock(self) -> None:
         """Begin the transaction holding the chain's write lock (`lock_chain`)."""
         self._cursor.execute(_SQLITE_LOCK if self._sqlite else _PG_LOCK)
+
+    def try_lock(self) -> bool:
+        """`lock` only if no writer holds the chain now, in this process or another: False at once instead of
+        waiting. Only on SQLite (where a commit is local); False on other databases."""
+        if not self._sqlite or not self._driver.try_turn():
+            return False
+        try:
+            self._cursor.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._cursor.execute(_SQLITE_LOCK)
+            except sqlite3.OperationalError:
+                return False
+            finally:
+                self._cursor.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            return True
+        finally:
+            self._driver.end_turn_if_done()
 
     def tail(self) -> ChainTail:
         """The chain's last link as stored now (`read_tail`)."""

@@ -110,6 +110,7 @@ class CallPipeline:
     arg_limits: ArgumentLimits | None = None
     risk: RiskBoard = field(default_factory=RiskBoard)
     feed: DetectorFeed = field(default_factory=lambda: DetectorFeed(NoveltyMemory(), EgressTap()))
+    in_flight: int = field(default=0, init=False)
 
     def tool(self, name: str) -> Tool:
         """The tool named `name`, or a 422 that lists the known ones."""
@@ -141,7 +142,11 @@ class CallPipeline:
             raise Problem(503, "detector-backlog", "Detector backlog",
                           "Earlier calls of this agent are still being judged; nothing was run. Retry shortly.",
                           call_id=call_id, headers={"Retry-After": "1"})
-        return await self._decide_and_run(principal, session, tool, args, request_meta, call_id, observer)
+        self.in_flight += 1
+        try:
+            return await self._decide_and_run(principal, session, tool, args, request_meta, call_id, observer)
+        finally:
+            self.in_flight -= 1
 
     async def _decide_and_run(self, principal: PrincipalView, session: LiveSession, tool: Tool,
                               args: dict[str, Any], request_meta: dict[str, Any], call_id: str,
@@ -294,7 +299,7 @@ class CallPipeline:
         denial: nothing runs) only until it is queued, in order, for the next commit. `ran`: the call has run."""
         try:
             if committed:
-                await self.audit.append_async([entry])
+                await self.audit.append_async([entry], lone=self.in_flight == 1)
             else:
                 await self.audit.append_queued([entry])
         except AuditStoreError as exc:

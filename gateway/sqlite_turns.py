@@ -84,6 +84,13 @@ class TurnTakingConnection(sqlite3.Connection):
                 f"database is locked: another writer of this process held it for {self._turn_wait_s:g}s")
         self._holding = True
 
+    def try_turn(self) -> bool:
+        """Take the turn now if no other writer of this process has it (or this connection already does)."""
+        if self._turn is None or self._holding:
+            return True
+        self._holding = self._turn.acquire(blocking=False)
+        return self._holding
+
     def end_turn_if_done(self) -> None:
         """Hand the turn on once no transaction is open."""
         if self._holding and not self.in_transaction:

@@ -168,6 +168,81 @@ async def test_an_async_append_not_committed_in_time_fails_closed(engine: Engine
     await asyncio.to_thread(log.close)
 
 
+async def test_a_lone_append_to_an_idle_sqlite_log_commits_without_the_writer_thread(engine: Engine) -> None:
+    log = AuditLog(engine)
+    records = await log.append_async(_entries("lone", 0), lone=True)
+    writer_threads = [thread for thread in threading.enumerate() if thread.name == "audit-writer"]
+    await asyncio.to_thread(log.close)
+    assert [record.seq for record in records] == [1, 2] and _chain(engine) == [("lone-0", "decision"),
+                                                                                ("lone-0", "result")]
+    assert (writer_threads == []) == (engine.dialect.name == "sqlite")
+    assert AuditLog(engine).verify().ok
+
+
+async def test_a_lone_append_never_overtakes_a_queued_one(engine: Engine) -> None:
+    log = AuditLog(engine)
+    holder_ready, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with chain_lock_held(engine):
+            holder_ready.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    await asyncio.to_thread(holder_ready.wait, 30)
+    await log.append_queued(_entries("queued", 0))
+    lone = asyncio.create_task(log.append_async(_entries("lone", 1), lone=True))
+    await asyncio.sleep(0.05)
+    release.set()
+    await lone
+    await log.settled()
+    await asyncio.to_thread(holder.join)
+    await asyncio.to_thread(log.close)
+    assert [call for call, _ in _chain(engine)] == ["queued-0"] * 2 + ["lone-1"] * 2
+
+
+@pytest.mark.parametrize("holder", ["this process", "another process"])
+async def test_a_lone_append_never_holds_the_event_loop_while_the_chain_is_locked(tmp_path, holder: str) -> None:
+    """The chain locked by a writer of this process (the turn lock) or of another (SQLite's own lock): the lone
+    append waits for the writer thread instead, and the event loop goes on (here, it releases the lock itself)."""
+    from gateway.db import migrate
+    url = f"sqlite:///{tmp_path}/audit.db"
+    migrate(url)
+    engine = make_engine(url)
+    engine.connect().close()  # the database in WAL mode, as a gateway leaves it
+    log = AuditLog(engine)
+    holder_ready, release = threading.Event(), threading.Event()
+    released_by_loop = []
+
+    def hold() -> None:
+        if holder == "this process":
+            with chain_lock_held(engine):
+                holder_ready.set()
+                released_by_loop.append(release.wait(30))
+            return
+        import sqlite3
+        foreign = sqlite3.connect(f"{tmp_path}/audit.db", isolation_level=None)
+        foreign.execute("BEGIN IMMEDIATE")
+        holder_ready.set()
+        released_by_loop.append(release.wait(30))
+        foreign.execute("ROLLBACK")
+        foreign.close()
+
+    holder_thread = threading.Thread(target=hold)
+    holder_thread.start()
+    await asyncio.to_thread(holder_ready.wait, 30)
+    lone = asyncio.create_task(log.append_async(_entries("lone", 0), lone=True))
+    await asyncio.sleep(0.05)
+    assert not lone.done()
+    release.set()
+    records = await lone
+    await asyncio.to_thread(holder_thread.join)
+    await asyncio.to_thread(log.close)
+    engine.dispose()
+    assert released_by_loop == [True] and [record.seq for record in records] == [1, 2]
+
+
 def _append_from_process(url: str, writer: str, appends: int) -> None:
     """Run in a separate process: append `appends` calls through its own log and writer."""
     engine = make_engine(url)
