@@ -17,8 +17,7 @@ class AuditRedactor(Redactor):
                                                                                           dict[str, Any]]:
         """The input document and the decision document, as the audit log may store them."""
         paths = obligation_paths(decision.get("obligations", {}).get(OBLIGATION))
-        redacted = self.redact(document)
-        secrets = {value for value in self._sensitive_values(document) if len(value) >= MIN_SCRUB_LENGTH}
+        redacted, secrets = self._redact_and_collect(document)
         for path in paths:
             for container, key in _targets(redacted, path):
                 value = container[key]
@@ -39,16 +38,25 @@ class AuditRedactor(Redactor):
                     value = value.replace(secret, self._mask(secret))
         return value
 
-    def _sensitive_values(self, value: Any) -> Iterator[str]:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if self.is_sensitive(key):
-                    yield from _strings(item)
-                else:
-                    yield from self._sensitive_values(item)
-        elif isinstance(value, list):
-            for item in value:
-                yield from self._sensitive_values(item)
+    def _redact_and_collect(self, document: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        """`redact(document)`, and the clear strings it masked that are long enough to scrub, in one walk."""
+        secrets: set[str] = set()
+
+        def walk(value: Any) -> Any:
+            if isinstance(value, dict):
+                copy = {}
+                for key, item in value.items():
+                    if self.is_sensitive(key):
+                        secrets.update(text for text in _strings(item) if len(text) >= MIN_SCRUB_LENGTH)
+                        copy[key] = self._mask(item)
+                    else:
+                        copy[key] = walk(item)
+                return copy
+            if isinstance(value, list):
+                return [walk(item) for item in value]
+            return value
+
+        return walk(document), secrets
 
 
 def obligation_paths(value: Any) -> list[list[str]]:
