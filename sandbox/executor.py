@@ -126,18 +126,41 @@ def failure(exit_code: int, message: str) -> Frame:
     return {"exit_code": exit_code, "stderr": message.rstrip("\n") + "\n"}
 
 
-def oom_kills() -> int:
-    """The container's memory-cgroup OOM-kill counter (cgroup v1 or v2), or -1 when unreadable."""
-    for path in OOM_COUNTER_FILES:
+class OomCounter:
+    """The container's memory-cgroup OOM-kill counter (cgroup v1 or v2), read from a file kept open: a read at
+    offset 0 costs 2 µs, opening the file again for every call 23 µs."""
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self._paths = paths
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> int:
+        """The count now, or -1 when no counter file is readable."""
+        fd = self._fd if self._fd is not None else self._open()
+        if fd is None:
+            return -1
         try:
-            with open(path) as handle:
-                for line in handle:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
+            text = os.pread(fd, 4096, 0).decode()
         except OSError:
-            continue
-    return -1
+            return -1
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return -1
+
+    def _open(self) -> int | None:
+        with self._lock:
+            for path in self._paths:
+                if self._fd is not None:
+                    break
+                with contextlib.suppress(OSError):
+                    self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return self._fd
+
+
+OOM_KILLS = OomCounter(OOM_COUNTER_FILES)
 
 
 class Capture:
@@ -291,7 +314,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
     stdin_text = request.get("stdin")
     timeout = float(request.get("timeout_s", 10.0))
     cap = int(request.get("max_output_bytes", 65536))
-    oom_before = oom_kills()
+    oom_before = OOM_KILLS.read()
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -324,7 +347,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
         "stdout_bytes": stdout.total,
         "stderr_bytes": stderr.total,
         "signal": sig,
-        "oom_killed": exit_code == 137 and not timed_out and oom_kills() > oom_before >= 0,
+        "oom_killed": exit_code == 137 and not timed_out and OOM_KILLS.read() > oom_before >= 0,
         "seccomp_killed": sig == signal.SIGSYS,
     }
 
