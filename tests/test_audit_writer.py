@@ -169,9 +169,11 @@ async def test_an_async_append_not_committed_in_time_fails_closed(engine: Engine
 
 
 async def test_a_lone_append_to_an_idle_sqlite_log_commits_without_the_writer_thread(engine: Engine) -> None:
+    before = {thread for thread in threading.enumerate() if thread.name == "audit-writer"}
     log = AuditLog(engine)
     records = await log.append_async(_entries("lone", 0), lone=True)
-    writer_threads = [thread for thread in threading.enumerate() if thread.name == "audit-writer"]
+    writer_threads = [thread for thread in threading.enumerate()
+                      if thread.name == "audit-writer" and thread not in before]
     await asyncio.to_thread(log.close)
     assert [record.seq for record in records] == [1, 2] and _chain(engine) == [("lone-0", "decision"),
                                                                                 ("lone-0", "result")]
