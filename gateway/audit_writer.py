@@ -214,6 +214,8 @@ class GroupCommitWriter:
         if thread is not None:
             self._queue.put(None)
             thread.join()
+        else:
+            self._finish()
         late = []
         while True:
             try:
@@ -245,6 +247,11 @@ class GroupCommitWriter:
             self._in_progress = 0
             if stop:
                 break
+        self._finish()
+
+    def _finish(self) -> None:
+        """Let go of the connection and sign the shutdown checkpoint (by the thread as it stops, or by `close` when
+        only lone appends, committed on their callers' threads, were made)."""
         with self._connection_lock:
             self._drop_connection()
         self._checkpoint_if_due("shutdown", force=True)

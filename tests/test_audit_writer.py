@@ -170,7 +170,7 @@ async def test_an_async_append_not_committed_in_time_fails_closed(engine: Engine
 
 async def test_a_lone_append_to_an_idle_sqlite_log_commits_without_the_writer_thread(engine: Engine) -> None:
     before = {thread for thread in threading.enumerate() if thread.name == "audit-writer"}
-    log = AuditLog(engine)
+    log = AuditLog(engine, CheckpointSigner(SEED))
     records = await log.append_async(_entries("lone", 0), lone=True)
     writer_threads = [thread for thread in threading.enumerate()
                       if thread.name == "audit-writer" and thread not in before]
@@ -178,7 +178,8 @@ async def test_a_lone_append_to_an_idle_sqlite_log_commits_without_the_writer_th
     assert [record.seq for record in records] == [1, 2] and _chain(engine) == [("lone-0", "decision"),
                                                                                 ("lone-0", "result")]
     assert (writer_threads == []) == (engine.dialect.name == "sqlite")
-    assert AuditLog(engine).verify().ok
+    report = AuditLog(engine, CheckpointSigner(SEED)).verify()
+    assert report.ok and report.checkpoints == 1 and report.last_checkpoint_seq == 2
 
 
 async def test_a_lone_append_never_overtakes_a_queued_one(engine: Engine) -> None:
