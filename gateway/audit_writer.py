@@ -82,6 +82,7 @@ class GroupCommitWriter:
         self._chain: DriverChain | None = None
         self._connection_lock = threading.Lock()
         self._outstanding = 0
+        self._commits_here = engine.dialect.name == "sqlite"
         self._known_checkpoint: AuditCheckpoint | None = None
         self._watched: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self.stats = WriterStats()
@@ -129,7 +130,10 @@ class GroupCommitWriter:
         return await (await self._submit(prepared))
 
     def _commit_here(self, prepared: list[PreparedEntry]) -> list[ChainedRecord] | None:
-        """Commit `prepared` on this thread if the log is idle and the chain free now; None if not (queue it)."""
+        """Commit `prepared` on this thread if the log is idle and the chain free now; None if not (queue it). Only on
+        SQLite: a PostgreSQL commit (or connecting) is network I/O, which must not hold the event loop."""
+        if not self._commits_here:
+            return None
         with self._state:
             if self._closed or self._outstanding:
                 return None
