@@ -142,12 +142,12 @@ class GroupCommitWriter:
         try:
             if self._closed or not self._chain_taken():
                 return None
-            outcome = self._commit_locked(prepared)
+            try:
+                return self._write_locked(prepared)
+            except Exception as exc:
+                raise _commit_failed(exc) from exc
         finally:
             self._connection_lock.release()
-        if isinstance(outcome, AuditStoreError):
-            raise outcome
-        return outcome
 
     async def submit_async(self, entries: Sequence[AuditEntry]) -> asyncio.Future[list[ChainedRecord]]:
         """Queue one append (waiting in a thread only while the queue is full) and return the future of its commit.
@@ -291,8 +291,7 @@ class GroupCommitWriter:
         except Exception as exc:
             if len(batch) > 1:
                 return [outcome for pending in batch for outcome in self._commit([pending])]
-            log.error("audit commit failed", error=str(exc))
-            return [AuditStoreError(f"audit store could not commit: {exc}")]
+            return [_commit_failed(exc)]
         outcomes: list[Outcome] = []
         start = 0
         for pending in batch:
@@ -309,14 +308,6 @@ class GroupCommitWriter:
             self._drop_connection()
             raise
         return self._write_locked(entries)
-
-    def _commit_locked(self, entries: list[PreparedEntry]) -> list[ChainedRecord] | AuditStoreError:
-        """`_write_locked` for an append committed outside the writer thread: its outcome, failures included."""
-        try:
-            return self._write_locked(entries)
-        except Exception as exc:
-            log.error("audit commit failed", error=str(exc))
-            return AuditStoreError(f"audit store could not commit: {exc}")
 
     def _chain_taken(self) -> bool:
         """Take the chain's lock if it is free now; False if it is not, or the database cannot be reached (the writer
@@ -395,6 +386,12 @@ class GroupCommitWriter:
                 connection.commit()
         except Exception as exc:
             log.error("audit checkpoint failed", reason=reason, error=str(exc))
+
+
+def _commit_failed(exc: Exception) -> AuditStoreError:
+    """Log a transaction that failed and say so to the append that waited for it."""
+    log.error("audit commit failed", error=str(exc))
+    return AuditStoreError(f"audit store could not commit: {exc}")
 
 
 def _prepared(entries: Sequence[AuditEntry]) -> list[PreparedEntry]:
