@@ -17,7 +17,9 @@ class AuditRedactor(Redactor):
                                                                                           dict[str, Any]]:
         """The input document and the decision document, as the audit log may store them."""
         paths = obligation_paths(decision.get("obligations", {}).get(OBLIGATION))
-        redacted, secrets = self._redact_and_collect(document)
+        masked: set[str] = set()
+        redacted = self.redact(document, masked)
+        secrets = {value for value in masked if len(value) >= MIN_SCRUB_LENGTH}
         for path in paths:
             for container, key in _targets(redacted, path):
                 value = container[key]
@@ -37,26 +39,6 @@ class AuditRedactor(Redactor):
                 if secret in value:
                     value = value.replace(secret, self._mask(secret))
         return value
-
-    def _redact_and_collect(self, document: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
-        """`redact(document)`, and the clear strings it masked that are long enough to scrub, in one walk."""
-        secrets: set[str] = set()
-
-        def walk(value: Any) -> Any:
-            if isinstance(value, dict):
-                copy = {}
-                for key, item in value.items():
-                    if self.is_sensitive(key):
-                        secrets.update(text for text in _strings(item) if len(text) >= MIN_SCRUB_LENGTH)
-                        copy[key] = self._mask(item)
-                    else:
-                        copy[key] = walk(item)
-                return copy
-            if isinstance(value, list):
-                return [walk(item) for item in value]
-            return value
-
-        return walk(document), secrets
 
 
 def obligation_paths(value: Any) -> list[list[str]]:
@@ -92,14 +74,3 @@ def _targets(value: Any, path: list[str]) -> Iterator[tuple[dict[str, Any] | lis
             yield from _targets(value[key], rest)
         else:
             yield value, key
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)

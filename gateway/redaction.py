@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+from collections.abc import Iterator
 from typing import Any
 
 KNOWN_FIELDS = 4096
@@ -27,14 +28,35 @@ class Redactor:
             self._known[field] = known
         return known
 
-    def redact(self, value: Any) -> Any:
-        """A copy of `value` with every sensitive field's value replaced, at any depth."""
+    def redact(self, value: Any, masked: set[str] | None = None) -> Any:
+        """A copy of `value` with every sensitive field's value replaced, at any depth; the clear strings replaced
+        are added to `masked` when it is given."""
         if isinstance(value, dict):
-            return {k: self._mask(v) if self.is_sensitive(k) else self.redact(v) for k, v in value.items()}
+            copy = {}
+            for key, item in value.items():
+                if self.is_sensitive(key):
+                    if masked is not None:
+                        masked.update(strings(item))
+                    copy[key] = self._mask(item)
+                else:
+                    copy[key] = self.redact(item, masked)
+            return copy
         if isinstance(value, list):
-            return [self.redact(item) for item in value]
+            return [self.redact(item, masked) for item in value]
         return value
 
     def _mask(self, value: Any) -> str:
         digest = hmac.new(self._key, repr(value).encode(), hashlib.sha256).hexdigest()[:16]
         return f"[redacted:{digest}]"
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside `value` (dict values and list items, at any depth)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
