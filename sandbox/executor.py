@@ -151,12 +151,13 @@ class OomCounter:
         return -1
 
     def _open(self) -> int | None:
+        """The first counter file that opens (once, even when several threads ask at the same time)."""
         with self._lock:
-            for path in self._paths:
-                if self._fd is not None:
-                    break
-                with contextlib.suppress(OSError):
-                    self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            if self._fd is None:
+                for path in self._paths:
+                    with contextlib.suppress(OSError):
+                        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                        break
             return self._fd
 
 
