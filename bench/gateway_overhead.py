@@ -31,6 +31,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from gateway.settings import Settings
 from policy.bundle import default_bundle_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +75,7 @@ def gateway_env(data_dir: Path, port: int, admin_key: str) -> dict[str, str]:
     env = {**os.environ, "BASTION_DATA_DIR": str(data_dir), "BASTION_POLICY_DIR": str(unlimited_policy(data_dir)),
            "BASTION_ADMIN_KEY": admin_key, "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning",
            "BASTION_RATE_LIMIT_AGENT_PER_MINUTE": "1000000", "BASTION_RATE_LIMIT_AGENT_BURST": "1000000"}
-    checkpoint = ROOT / "var" / "detector.pt"
+    checkpoint = Settings().checkpoint_path
     if checkpoint.exists():
         env["BASTION_DETECTOR_CHECKPOINT"] = str(checkpoint)
     return env

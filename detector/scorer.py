@@ -94,6 +94,8 @@ class Detector:
     ) -> None:
         if not 0 < denial_window <= MAX_DENIAL_WINDOW:
             raise ValueError(f"denial_window must be 1..{MAX_DENIAL_WINDOW}")
+        if not 0 < denial_limit <= denial_window:
+            raise ValueError(f"denial_limit must be 1..denial_window ({denial_window})")
         self.device = torch.device(device) if device is not None else pick_device()
         self.warmup_events = warmup_events
         self.max_sessions = max_sessions
@@ -110,24 +112,25 @@ class Detector:
         self._free_slots: list[int] = []
         self._forgotten: list[str] = []
         self._lock = threading.Lock()
-        self._load(checkpoint)
         self._events = torch.zeros(0, dtype=torch.long, device=self.device)
         self._denials = torch.zeros(0, dtype=torch.long, device=self.device)
         self._slot_threshold = torch.zeros(0, device=self.device)
+        self._load(checkpoint)
 
     def _load(self, checkpoint: Checkpoint | None) -> None:
-        """Take the model, thresholds and metadata of a checkpoint; zero every session's state."""
+        """Take the model, thresholds and metadata of a checkpoint; every session's model state restarts from zero.
+
+        The hidden-state table keeps the size of the other state tables (free slots included), whatever the number
+        of sessions tracked now: a slot handed out later must index every table."""
         self.checkpoint = checkpoint
         self.model = checkpoint.build_model(self.device) if checkpoint is not None else None
         self.threshold = checkpoint.threshold if checkpoint is not None else NO_MODEL_THRESHOLD
         self.agent_thresholds = dict(checkpoint.agent_thresholds) if checkpoint is not None else {}
         hidden_size = self.model.hidden_size if self.model is not None else 1
-        self._hidden = torch.zeros(0, hidden_size, device=self.device)
-        if self._sessions:
-            self._hidden = torch.zeros(self._events.shape[0], hidden_size, device=self.device)
-            self._events.zero_()
-            for state in self._sessions.values():
-                self._slot_threshold[state.slot] = self.threshold_for(state.agent_id)
+        self._hidden = torch.zeros(self._events.shape[0], hidden_size, device=self.device)
+        self._events.zero_()
+        for state in self._sessions.values():
+            self._slot_threshold[state.slot] = self.threshold_for(state.agent_id)
 
     @property
     def session_count(self) -> int:
@@ -137,6 +140,12 @@ class Detector:
     def threshold_for(self, agent_id: str) -> float:
         """The agent's own calibrated threshold once it has one, else the generic model's."""
         return self.agent_thresholds.get(agent_id, self.threshold)
+
+    def replica(self, checkpoint: Checkpoint | None) -> "Detector":
+        """A new scorer with this one's device and rules and no sessions, on `checkpoint` (to try it safely)."""
+        return Detector(checkpoint, device=self.device, warmup_events=self.warmup_events, responses=self.responses,
+                        max_sessions=self.max_sessions, idle_seconds=self.idle_seconds,
+                        denial_window=self.denial_window, denial_limit=self.denial_limit)
 
     def swap(self, checkpoint: Checkpoint) -> None:
         """Start using another checkpoint now; every live session restarts from the zero state and warms up

@@ -36,14 +36,20 @@ def train_command(
     from detector.checkpoint import save_checkpoint
     from detector.synthetic import normal_sessions
     from detector.train import train
-    from gateway.db import make_engine
+    from gateway.db import DatabaseMissing, open_existing
     from gateway.detector_training import AuditWindow, sessions_from_audit
     from gateway.settings import Settings
 
     settings = Settings()
+    try:
+        engine = open_existing(settings.database_url)
+    except DatabaseMissing as exc:
+        console.print(f"[red]no audit log to train on[/red]: {exc}")
+        raise typer.Exit(2) from exc
     window = AuditWindow(_utc(since), _utc(until), agent, exclude_flagged)
-    found = sessions_from_audit(make_engine(settings.database_url), window)
+    found = sessions_from_audit(engine, window)
     sessions = found.sessions + [s.events for s in normal_sessions(synthetic, seed=7)] if synthetic else found.sessions
+    console.print(f"audit log: {settings.database_url.split('@')[-1]}")
     console.print(f"audit: {len(found.sessions)} sessions, {found.events} events from {found.calls} calls "
                   f"({found.excluded_sessions} flagged sessions left out, {found.unfinished_calls} calls never ran)")
     if len(sessions) < min_sessions:
@@ -54,10 +60,16 @@ def train_command(
         "source": "audit", "database": settings.database_url.split("@")[-1], **window.describe(),
         "audit_sessions": len(found.sessions), "synthetic_sessions": synthetic,
         "excluded_sessions": found.excluded_sessions})
-    path = out or settings.checkpoint_path
+    path = (out or settings.checkpoint_path).absolute()
     save_checkpoint(checkpoint, path)
     console.print(f"[green]checkpoint written[/green]: {path} (threshold {checkpoint.threshold:.2f}, "
                   f"{len(checkpoint.agent_thresholds)} agents calibrated)")
+    if path == settings.checkpoint_path:
+        console.print("a gateway with these settings loads it within "
+                      f"{settings.detector_reload_poll_s:g} s, or at once on POST /v1/detector/reload")
+    else:
+        console.print(f"the gateway reads {settings.checkpoint_path}: copy the file there, "
+                      "or set BASTION_DETECTOR_CHECKPOINT")
 
 
 @detector_app.command("eval")

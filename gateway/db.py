@@ -4,7 +4,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect
 from sqlmodel import create_engine
 
 from gateway.sqlite_turns import TurnTakingConnection
@@ -23,6 +23,31 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class DatabaseMissing(Exception):
+    """The database a command should read is not there, or has no bastion schema."""
+
+
+def open_existing(url: str) -> Engine:
+    """An engine of a database that already holds bastion's schema; DatabaseMissing (nothing created) otherwise."""
+    shown = url.split("@")[-1]
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if not path or path == ":memory:" or not Path(path).is_file():
+            raise DatabaseMissing(f"no bastion database at {shown}: point BASTION_DATA_DIR (or BASTION_DATABASE_URL) "
+                                  "at the gateway's, or start a gateway there first (make run)")
+    engine = make_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except Exception as exc:
+        engine.dispose()
+        raise DatabaseMissing(f"the database at {shown} does not answer: {exc}") from exc
+    if "alembic_version" not in tables:
+        engine.dispose()
+        raise DatabaseMissing(f"the database at {shown} has no bastion schema: run `bastion migrate` for a new one, "
+                              "or point BASTION_DATABASE_URL at the gateway's")
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,4 +1,7 @@
-"""Hot reload of the detector's checkpoint: a changed file is picked up within a poll, or at once on request."""
+"""Hot reload of the detector's checkpoint: a changed file is picked up within a poll, or at once on request.
+
+Every reload is proven by the canary before and after the swap; a checkpoint that does not judge is refused and
+the one in use stays."""
 
 import asyncio
 import contextlib
@@ -8,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from detector.canary import CanaryFailed, run_canary
 from detector.checkpoint import Checkpoint, load_checkpoint
 from detector.scorer import Detector
 from gateway.audit import AuditEntry, AuditLog
@@ -71,16 +75,21 @@ class CheckpointWatcher:
                     log.error("detector checkpoint not reloaded", path=str(self.path), error=str(exc))
 
     async def reload(self, by: str) -> dict[str, Any]:
-        """Load the checkpoint file now and swap it in; ValueError (current model kept) when it cannot be used."""
+        """Load the checkpoint file now and swap it in; ValueError (current model kept) when it cannot be used:
+        unreadable, or failing the canary on a scratch scorer or, once swapped in, on the live one."""
         async with self._lock:
             signature = _signature(self.path)
             try:
                 checkpoint = await asyncio.to_thread(load_checkpoint, self.path)
-            except Exception as exc:  # any unreadable file leaves the current model in place
+                await asyncio.to_thread(run_canary, self.detector.replica(checkpoint))
+                await asyncio.to_thread(self._swap_proven, checkpoint)
+            except Exception as exc:  # any unusable file leaves the current model in place
                 self._seen = signature
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                raise ValueError(f"detector checkpoint {self.path} could not be loaded: {exc}") from exc
-            await asyncio.to_thread(self.detector.swap, checkpoint)
+                await self.audit.append_async([AuditEntry(
+                    kind="detector_reload_refused", reasons=[f"reload by {by} refused: {self.last_error}"],
+                    result={"path": str(self.path), "by": by, "error": self.last_error})])
+                raise ValueError(f"detector checkpoint {self.path} could not be used: {exc}") from exc
             self._seen = signature
             self.reloads += 1
             self.last_error = None
@@ -89,3 +98,14 @@ class CheckpointWatcher:
                                                   result={"path": str(self.path), "by": by, **summary})])
         log.info("detector checkpoint reloaded", path=str(self.path), by=by, threshold=checkpoint.threshold)
         return summary
+
+    def _swap_proven(self, checkpoint: Checkpoint) -> None:
+        """Swap the checkpoint into the live scorer and run the canary there; put the previous one back if it fails."""
+        previous = self.detector.checkpoint
+        self.detector.swap(checkpoint)
+        try:
+            run_canary(self.detector)
+        except CanaryFailed:
+            if previous is not None:
+                self.detector.swap(previous)
+            raise

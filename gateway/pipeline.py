@@ -64,6 +64,10 @@ class EventSink(Protocol):
         """Queue the event without blocking."""
         ...
 
+    def unjudged_error(self, agent_id: str) -> str | None:
+        """Why events of this agent wait for a verdict the scorer failed to give, or None."""
+        ...
+
 
 class CallObserver(Protocol):
     """Follows an allowed call as it runs (the streaming surfaces); output then arrives chunk by chunk."""
@@ -139,6 +143,13 @@ class CallPipeline:
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
         if not await self.gate.wait(principal.id, self.barrier_timeout_s):
+            error = self.events.unjudged_error(principal.id)
+            if error is not None:
+                raise Problem(503, "detector-unavailable", "Detector could not judge earlier calls",
+                              f"The detector failed to score earlier calls of this agent ({error}), so nothing was "
+                              "run (fail closed). It retries every second; GET /readyz and GET /v1/detector show "
+                              "the failure. Retry once they report the detector healthy.",
+                              call_id=call_id, headers={"Retry-After": "1"})
             raise Problem(503, "detector-backlog", "Detector backlog",
                           "Earlier calls of this agent are still being judged; nothing was run. Retry shortly.",
                           call_id=call_id, headers={"Retry-After": "1"})

@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy import Engine, text
 
+from detector.canary import CanaryFailed, run_canary
 from detector.checkpoint import Checkpoint, load_checkpoint
 from detector.scorer import Detector
 from detector.train import train_default
@@ -56,11 +57,12 @@ class Readiness:
     policy: bool
     database: bool
     sandbox: bool
+    detector: bool
 
     @property
     def ready(self) -> bool:
         """True when every dependency answers."""
-        return self.policy and self.database and self.sandbox
+        return self.policy and self.database and self.sandbox and self.detector
 
 
 class Gateway:
@@ -134,6 +136,11 @@ class Gateway:
             log.info("reaped stale sessions", sessions=stale, containers=reaped)
         await asyncio.to_thread(self.detector_controls.load)
         self.detector = Detector(await asyncio.to_thread(self._checkpoint), responses=settings.detector_responses)
+        try:
+            await asyncio.to_thread(run_canary, self.detector)
+        except CanaryFailed as exc:
+            raise RuntimeError(f"detector checkpoint {settings.checkpoint_path} does not judge the canary's events "
+                               f"({exc}): write a new one with `bastion detector train`") from exc
         self.worker = DetectorWorker(self.detector, self.enforcer.apply_verdict, observe=self.enforcer.observe)
         self.worker.start()
         self.watcher = CheckpointWatcher(settings.checkpoint_path, self.detector, self.audit,
@@ -205,7 +212,8 @@ class Gateway:
     async def readiness(self) -> Readiness:
         """Ask each dependency whether it answers."""
         return Readiness(policy=await asyncio.to_thread(self.policy.ping),
-                         database=await asyncio.to_thread(self._db_answers), sandbox=await self.sandbox.ping())
+                         database=await asyncio.to_thread(self._db_answers), sandbox=await self.sandbox.ping(),
+                         detector=self.worker is not None and self.worker.healthy)
 
     def _db_answers(self) -> bool:
         try:
@@ -288,6 +296,8 @@ class Gateway:
         """Drop the detector's state of a finished session."""
         if self.detector is not None:
             self.detector.forget(session_id)
+        if self.worker is not None:
+            self.worker.forget(session_id)
         if self.feed is not None:
             self.feed.forget(session_id)
         self.egress.forget(session_id)

@@ -1,5 +1,6 @@
 """One settings object for the whole gateway, read from `BASTION_*` environment variables."""
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -10,13 +11,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_REDACT_FIELDS = ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"]
 
 
+def default_data_dir() -> Path:
+    """Where bastion keeps its state unless `BASTION_DATA_DIR` says otherwise: `$XDG_STATE_HOME/bastion`
+    (`~/.local/state/bastion`), the same directory whichever directory a command is started from."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "bastion"
+
+
 class Settings(BaseSettings):
     """Gateway configuration; `local` mode allows embedded defaults, `production` refuses unsafe ones."""
 
     model_config = SettingsConfigDict(env_prefix="BASTION_", extra="ignore")
 
     mode: Literal["local", "production"] = "local"
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     admin_key: SecretStr | None = None
     host: str = "127.0.0.1"
@@ -77,6 +84,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().absolute()
+        if self.detector_checkpoint is not None:
+            self.detector_checkpoint = self.detector_checkpoint.expanduser().absolute()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'bastion.db'}"
         if self.mode == "production":

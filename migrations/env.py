@@ -5,8 +5,11 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import gateway.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from gateway.settings import Settings
 
 config = context.config
+if not config.get_main_option("sqlalchemy.url"):
+    config.set_main_option("sqlalchemy.url", Settings().database_url.replace("%", "%%"))
 target_metadata = SQLModel.metadata
 
 

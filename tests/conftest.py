@@ -62,6 +62,10 @@ class EventTee:
         self.events.append(event)
         return self.sink.submit(event)
 
+    def unjudged_error(self, agent_id: str) -> str | None:
+        """The real worker's answer."""
+        return self.sink.unjudged_error(agent_id)
+
 
 @dataclass
 class RunningGateway:

@@ -212,8 +212,9 @@ def test_bad_input_gets_specific_4xx(http: httpx.Client, make_agent, running_gat
     assert http.get("/v1/audit", params={"cursor": "!!"}, headers=running_gateway.admin).status_code == 400
     assert http.post("/v1/revocations", headers=running_gateway.admin, json={"scope": "tool"}).status_code == 422
     assert http.get("/v1/nowhere").status_code == 404
-    assert http.get("/readyz").json() == {"ready": True, "checks": {"policy": True, "database": True, "sandbox": True},
-                                          "warm_pool": {"ready": 0, "size": 0}}
+    ready = http.get("/readyz").json()
+    assert ready["ready"] and ready["checks"] == {"policy": True, "database": True, "sandbox": True, "detector": True}
+    assert ready["warm_pool"] == {"ready": 0, "size": 0} and ready["detector"]["unjudged_events"] == 0
     tools = http.get("/v1/tools", headers=dev.headers).json()["tools"]
     assert {t["name"] for t in tools} == {"shell.run", "python.run", "fs.read", "fs.write", "fs.list"}
     assert all(t["input_schema"]["type"] == "object" for t in tools)

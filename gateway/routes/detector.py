@@ -1,7 +1,7 @@
 """Admin routes for the detector: status, mode, reload, agents' risk, manual responses, suppressions, labels."""
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -32,6 +32,11 @@ class DetectorStatus(BaseModel):
     threshold: float
     sessions_tracked: int
     events_scored: int
+    scoring_failures: int = Field(description="events the scorer raised on, counted once per attempt")
+    unjudged_events: int = Field(description="events waiting for a verdict the scorer failed to give; their "
+                                 "agents' next calls are refused (503) until they are judged")
+    last_scoring_error: str | None
+    last_scoring_error_at: datetime | None
     reloads: int
     last_reload_error: str | None
     checkpoint_path: str
@@ -141,7 +146,10 @@ def _status(gateway: Gateway) -> DetectorStatus:
     return DetectorStatus(
         mode=controls.global_mode, agent_modes=controls.agent_modes(), responses=dict(detector.responses),
         device=str(detector.device), threshold=detector.threshold, sessions_tracked=detector.session_count,
-        events_scored=worker.scored, reloads=watcher.reloads, last_reload_error=watcher.last_error,
+        events_scored=worker.scored, scoring_failures=worker.failures, unjudged_events=worker.unjudged,
+        last_scoring_error=worker.last_error,
+        last_scoring_error_at=datetime.fromtimestamp(worker.last_error_at, UTC) if worker.last_error_at else None,
+        reloads=watcher.reloads, last_reload_error=watcher.last_error,
         checkpoint_path=str(watcher.path), checkpoint=checkpoint_summary(detector.checkpoint))
 
 
