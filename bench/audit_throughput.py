@@ -36,13 +36,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from gateway.audit import AuditEntry, AuditLog, record_hash
-from gateway.audit_chain import GENESIS_HASH, link, prepare
-from gateway.audit_export import export_chunks
-from gateway.audit_query import AuditFilter, query_audit
-from gateway.audit_store import RECORDS, DriverChain
-from gateway.db import make_engine, migrate
-from gateway.keys import new_id
+from bastion.gateway.audit.chain import GENESIS_HASH, link, prepare
+from bastion.gateway.audit.export import export_chunks
+from bastion.gateway.audit.log import AuditEntry, AuditLog, record_hash
+from bastion.gateway.audit.query import AuditFilter, query_audit
+from bastion.gateway.audit.store import RECORDS, DriverChain
+from bastion.gateway.db.engine import make_engine, migrate
+from bastion.gateway.keys import new_id
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("shell.run", "python.run", "fs.read", "fs.write", "fs.list")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from detector.checkpoint import load_checkpoint
-from detector.evaluate import Evaluation, evaluate
-from detector.scorer import Detector
-from detector.synthetic import (
+from bastion.detector.checkpoint import load_checkpoint
+from bastion.detector.evaluate import Evaluation, evaluate
+from bastion.detector.scorer import Detector
+from bastion.detector.synthetic import (
     ATTACKS,
     HELD_OUT_ATTACKS,
     HELD_OUT_PERSONAS,
@@ -24,7 +24,7 @@ from detector.synthetic import (
     attack_sessions,
     normal_sessions,
 )
-from detector.train import train_default
+from bastion.detector.train import train_default
 
 
 def show(name: str, figures: Evaluation) -> None:

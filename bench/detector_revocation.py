@@ -31,7 +31,7 @@ import docker
 import docker.errors
 import httpx
 
-from detector.train import train_default
+from bastion.detector.train import train_default
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-key-" + "x" * 32
@@ -53,7 +53,7 @@ def serve(data_dir: Path, checkpoint: Path) -> tuple[subprocess.Popen[bytes], st
     env = {**os.environ, "BASTION_DATA_DIR": str(data_dir), "BASTION_ADMIN_KEY": ADMIN_KEY,
            "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "error", "BASTION_DETECTOR_CHECKPOINT": str(checkpoint),
            "BASTION_SANDBOX_POOL_SIZE": "0"}
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
+    server = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
-from detector.features import VECTOR_SIZE, event_matrix, event_vector
-from detector.model import pick_device
-from detector.scorer import Detector
-from detector.synthetic import normal_sessions
-from detector.train import train
-from detector.types import Event
+from bastion.detector.features import VECTOR_SIZE, event_matrix, event_vector
+from bastion.detector.model import pick_device
+from bastion.detector.scorer import Detector
+from bastion.detector.synthetic import normal_sessions
+from bastion.detector.train import train
+from bastion.detector.types import Event
 
 
 def interleaved_events(sessions: int, total: int, seed: int) -> list[Event]:

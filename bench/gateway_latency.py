@@ -55,7 +55,7 @@ def main() -> None:
     env = gateway_env(data_dir, port, admin_key)
     if options.policy is not None:
         env["BASTION_POLICY_DIR"] = str(options.policy.resolve())
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
+    server = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=60) as http:

@@ -31,8 +31,8 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway.settings import Settings
-from policy.bundle import default_bundle_dir
+from bastion.gateway.settings import Settings
+from bastion.policy.bundle import default_bundle_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-" + "k" * 32
@@ -88,7 +88,7 @@ def start_gateway(policy: Path | None = None) -> tuple[subprocess.Popen[bytes], 
     env = gateway_env(Path(tempfile.mkdtemp(prefix="bst-ovh-", dir="/tmp")), port, ADMIN_KEY)
     if policy is not None:
         env["BASTION_POLICY_DIR"] = str(policy.resolve())
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT)
+    server = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

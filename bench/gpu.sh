@@ -14,9 +14,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python3 - <<'EOF'
 import torch
 
-from detector.scorer import Detector
-from detector.synthetic import attack_sessions, normal_sessions
-from detector.train import train
+from bastion.detector.scorer import Detector
+from bastion.detector.synthetic import attack_sessions, normal_sessions
+from bastion.detector.train import train
 
 assert torch.cuda.is_available(), "no CUDA device visible to torch"
 print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")

@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from policy import wire
-from policy.bundle import PolicyBundle, load_default_bundle
-from policy.embedded import EmbeddedRegoEngine
-from policy.evaluator_process import EvaluatorProcess
-from policy.regocpp import compile_bundle, new_interpreter
-from policy.revocations import normalize_revocations, with_revocations
-from policy.sample import input_json
-from policy.supervised import SupervisedRegoEngine
-from policy.types import DECISION_PATH, DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
+from bastion.policy.backends import wire
+from bastion.policy.backends.evaluator_process import EvaluatorProcess
+from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.backends.regocpp import compile_bundle, new_interpreter
+from bastion.policy.backends.supervised import SupervisedRegoEngine
+from bastion.policy.bundle import PolicyBundle, load_default_bundle
+from bastion.policy.revocations import normalize_revocations, with_revocations
+from bastion.policy.sample import input_json
+from bastion.policy.types import DECISION_PATH, DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
 
 QUERY = "x = data.bastion.authz.decision"
 EVALUATOR_PIDS: list[int] = []

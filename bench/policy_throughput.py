@@ -24,11 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from gateway.app import create_app
-from gateway.audit import AuditEntry
-from gateway.keys import new_id
-from gateway.settings import Settings
-from policy.types import DECISION_PATH, DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
+from bastion.gateway.api.app import create_app
+from bastion.gateway.audit.log import AuditEntry
+from bastion.gateway.keys import new_id
+from bastion.gateway.settings import Settings
+from bastion.policy.types import DECISION_PATH, DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
 
 ADMIN_KEY = "bench-admin-key-" + "x" * 32
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -66,7 +66,7 @@ async def over_http(options: argparse.Namespace, data_dir: Path) -> None:
         port = sock.getsockname()[1]
     env = {**os.environ, "BASTION_DATA_DIR": str(data_dir), "BASTION_ADMIN_KEY": ADMIN_KEY,
            "BASTION_DETECTOR_MODE": "monitor", "BASTION_LOG_LEVEL": "warning", "BASTION_LOG_FORMAT": "json"}
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import docker
 
-from sandbox.docker_runtime import DockerRuntime
-from sandbox.types import RunRequest, SandboxLimits, SessionSpec
+from bastion.sandbox.docker_runtime import DockerRuntime
+from bastion.sandbox.types import RunRequest, SandboxLimits, SessionSpec
 
 CREATES = 10
 CALLS = 200

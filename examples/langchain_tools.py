@@ -3,7 +3,7 @@
 A refusal (policy, limits, schema) becomes a ToolException, which LangChain hands back to the model as the
 tool's answer, so the model reads the policy's reasons instead of the agent crashing.
 
-    from client import BastionClient
+    from bastion_client import BastionClient
     from examples.langchain_tools import bastion_tools
     with BastionClient(url, key) as bastion, bastion.create_session() as session:
         agent = create_agent(model, tools=bastion_tools(session))
@@ -13,7 +13,7 @@ from typing import Any
 
 from langchain_core.tools import StructuredTool, ToolException
 
-from client import BastionError, Session, ToolInfo
+from bastion_client import BastionError, Session, ToolInfo
 
 
 def langchain_name(tool_name: str) -> str:

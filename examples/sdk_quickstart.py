@@ -6,7 +6,7 @@
 import argparse
 import os
 
-from client import BastionClient, PolicyDenied
+from bastion_client import BastionClient, PolicyDenied
 
 
 def main(url: str, api_key: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 import threading
 
-from policy.engine import PolicyEngine
-from policy.types import DecisionInput
+from bastion.policy.engine import PolicyEngine
+from bastion.policy.types import DecisionInput
 
 Case = tuple[DecisionInput, bool, list[str]]
 

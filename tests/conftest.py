@@ -17,13 +17,13 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine, create_engine, text
 
-from detector.train import train_default
-from detector.types import Event
-from gateway.app import create_app
-from gateway.db import make_engine, migrate
-from gateway.pipeline import EventSink
-from gateway.settings import Settings
-from sandbox.image import ensure_base_image
+from bastion.detector.train import train_default
+from bastion.detector.types import Event
+from bastion.gateway.api.app import create_app
+from bastion.gateway.calls.pipeline import EventSink
+from bastion.gateway.db.engine import make_engine, migrate
+from bastion.gateway.settings import Settings
+from bastion.sandbox.image import ensure_base_image
 
 ADMIN_KEY = "test-admin-key-" + "x" * 32
 

@@ -5,7 +5,7 @@ import re
 import httpx
 from typer.testing import CliRunner
 
-from gateway.cli import app
+from bastion.gateway.cli.app import app
 from tests.conftest import ADMIN_KEY, RunningGateway
 
 runner = CliRunner()

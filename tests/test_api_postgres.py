@@ -2,11 +2,11 @@
 
 import pytest
 
-from gateway.custom_tools import CustomToolSpec
-from gateway.db import make_engine, migrate
-from gateway.idempotency import IdempotencyStore, StoredAnswer
-from gateway.problems import Problem
-from gateway.tool_catalog import ToolCatalog
+from bastion.gateway.api.problems import Problem
+from bastion.gateway.calls.idempotency import IdempotencyStore, StoredAnswer
+from bastion.gateway.db.engine import make_engine, migrate
+from bastion.gateway.tools.catalog import ToolCatalog
+from bastion.gateway.tools.custom import CustomToolSpec
 
 pytestmark = pytest.mark.postgres
 ECHO = {"type": "object", "required": ["x"], "properties": {"x": {"type": "string"}}}

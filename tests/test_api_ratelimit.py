@@ -9,9 +9,9 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from client import BastionClient, RateLimited
-from gateway.problems import Problem
-from gateway.ratelimit import RateLimiter
+from bastion.gateway.api.problems import Problem
+from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion_client import BastionClient, RateLimited
 from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.app import YOUNG_COLLECTION_THRESHOLD
+from bastion.gateway.api.app import YOUNG_COLLECTION_THRESHOLD
 from tests.conftest import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 UUID_COMMAND = "cat /proc/sys/kernel/random/uuid"

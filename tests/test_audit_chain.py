@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import Engine, insert, select, text
 
-from gateway.audit import AuditEntry, AuditLog, AuditStoreError, WriterConfig, record_hash
-from gateway.audit_checkpoints import CheckpointPolicy, CheckpointSigner
-from gateway.audit_prune import PruneRefused
-from gateway.audit_store import RECORDS
-from gateway.db import make_engine, migrate
-from gateway.models import utcnow
+from bastion.gateway.audit.checkpoints import CheckpointPolicy, CheckpointSigner
+from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError, WriterConfig, record_hash
+from bastion.gateway.audit.prune import PruneRefused
+from bastion.gateway.audit.store import RECORDS
+from bastion.gateway.db.engine import make_engine, migrate
+from bastion.gateway.db.tables import utcnow
 
 SIGNER = CheckpointSigner(b"s" * 32)
 

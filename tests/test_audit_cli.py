@@ -12,11 +12,11 @@ from click.testing import Result
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from gateway.audit import AuditEntry, AuditLog
-from gateway.cli import app
-from gateway.db import make_engine, migrate
-from gateway.models import utcnow
-from gateway.settings import Settings
+from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.cli.app import app
+from bastion.gateway.db.engine import make_engine, migrate
+from bastion.gateway.db.tables import utcnow
+from bastion.gateway.settings import Settings
 
 
 @dataclass

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gateway.db import make_engine
+from bastion.gateway.db.engine import make_engine
 from tests.conftest import ADMIN_KEY, tempfile_short
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,14 +29,14 @@ def _free_port() -> int:
 
 
 class GatewayProcess:
-    """`python -m gateway serve` in its own process, on a data directory and database it is given."""
+    """`python -m bastion serve` in its own process, on a data directory and database it is given."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         with log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(self.port)],
+            self.process = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", str(self.port)],
                                             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while not self._answers():

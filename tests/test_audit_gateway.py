@@ -15,8 +15,8 @@ import pytest
 import structlog
 from sqlalchemy import create_engine, text
 
-from gateway.audit_store import lock_chain
-from gateway.db import make_engine
+from bastion.gateway.audit.store import lock_chain
+from bastion.gateway.db.engine import make_engine
 from tests.conftest import ADMIN_KEY, EventTee, gateway_settings, serve_gateway, tempfile_short
 
 SECRET = "s3cr3t-STDIN-Zq8xV1"

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Engine
 
-from gateway.audit import AuditEntry, AuditLog
-from gateway.audit_export import CSV_COLUMNS, export_chunks
-from gateway.audit_query import AuditFilter, audit_stats, query_audit
-from gateway.models import utcnow
+from bastion.gateway.audit.export import CSV_COLUMNS, export_chunks
+from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.audit.query import AuditFilter, audit_stats, query_audit
+from bastion.gateway.db.tables import utcnow
 
 
 @dataclass

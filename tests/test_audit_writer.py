@@ -10,11 +10,11 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import Engine, select
 
-from gateway.audit import AuditEntry, AuditLog, AuditStoreError, WriterConfig
-from gateway.audit_chain import ChainedRecord
-from gateway.audit_checkpoints import CheckpointPolicy, CheckpointSigner
-from gateway.audit_store import RECORDS, lock_chain
-from gateway.db import make_engine
+from bastion.gateway.audit.chain import ChainedRecord
+from bastion.gateway.audit.checkpoints import CheckpointPolicy, CheckpointSigner
+from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError, WriterConfig
+from bastion.gateway.audit.store import RECORDS, lock_chain
+from bastion.gateway.db.engine import make_engine
 
 SEED = b"w" * 32
 
@@ -209,7 +209,7 @@ async def test_a_lone_append_never_overtakes_a_queued_one(engine: Engine) -> Non
 async def test_a_lone_append_never_holds_the_event_loop_while_the_chain_is_locked(tmp_path, holder: str) -> None:
     """The chain locked by a writer of this process (the turn lock) or of another (SQLite's own lock): the lone
     append waits for the writer thread instead, and the event loop goes on (here, it releases the lock itself)."""
-    from gateway.db import migrate
+    from bastion.gateway.db.engine import migrate
     url = f"sqlite:///{tmp_path}/audit.db"
     migrate(url)
     engine = make_engine(url)

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from client import (
+from bastion_client import (
     ApprovalRequired,
     AsyncBastionClient,
     BastionClient,
@@ -19,7 +19,7 @@ from client import (
     TransportError,
     Unauthenticated,
 )
-from client.errors import error_from_response
+from bastion_client.errors import error_from_response
 from tests.conftest import ADMIN_KEY, RunningGateway
 
 

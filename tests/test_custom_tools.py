@@ -15,11 +15,11 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from client import BastionClient
-from gateway.custom_tools import CommandTemplate, ToolDefinitionError
-from gateway.tool_catalog import ToolCatalog
-from policy.bundle import default_bundle_dir
-from sandbox.container import PARENT_LABEL
+from bastion.gateway.tools.catalog import ToolCatalog
+from bastion.gateway.tools.custom import CommandTemplate, ToolDefinitionError
+from bastion.policy.bundle import default_bundle_dir
+from bastion.sandbox.container import PARENT_LABEL
+from bastion_client import BastionClient
 from tests.conftest import ADMIN_KEY, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 PAY_SCRIPT = """import json, os, sys

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from detector.explain import PHRASES
-from detector.features import argument_features
-from detector.model import CONTRIBUTION_NAMES, pick_device
-from detector.scorer import Detector
-from detector.synthetic import ATTACKS, TUNED_ATTACKS, SyntheticSession, attack_sessions, normal_sessions
-from detector.train import score_sessions, train
-from detector.types import Event, Verdict
-from detector.worker import DetectorWorker
+from bastion.detector.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bastion.detector.explain import PHRASES
+from bastion.detector.features import argument_features
+from bastion.detector.model import CONTRIBUTION_NAMES, pick_device
+from bastion.detector.scorer import Detector
+from bastion.detector.synthetic import ATTACKS, TUNED_ATTACKS, SyntheticSession, attack_sessions, normal_sessions
+from bastion.detector.train import score_sessions, train
+from bastion.detector.types import Event, Verdict
+from bastion.detector.worker import DetectorWorker
 
 ORDINARY_CALLS: list[tuple[str, dict]] = [
     ("shell.run", {"command": "echo hello"}),

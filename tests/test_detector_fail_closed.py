@@ -13,13 +13,13 @@ import httpx
 import pytest
 import torch
 
-from detector.canary import CanaryFailed, run_canary
-from detector.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from detector.hard_signals import HardSignals
-from detector.scorer import Detector
-from detector.types import Verdict
-from detector.worker import DetectorWorker
-from gateway.settings import Settings
+from bastion.detector.canary import CanaryFailed, run_canary
+from bastion.detector.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bastion.detector.hard_signals import HardSignals
+from bastion.detector.scorer import Detector
+from bastion.detector.types import Verdict
+from bastion.detector.worker import DetectorWorker
+from bastion.gateway.settings import Settings
 from tests.conftest import EventTee, gateway_settings, serve_gateway, tempfile_short
 from tests.test_detector import EXFILTRATION, make_event
 from tests.test_detector_gateway import DetectorGateway

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from detector.features import (
+from bastion.detector.features import (
     ARG_FEATURE_NAMES,
     NOVELTY_NAMES,
     TOOL_VOCABULARY,
@@ -17,8 +17,8 @@ from detector.features import (
     event_vector,
     session_vectors,
 )
-from detector.synthetic import ATTACKS, PERSONAS, attack_sessions, normal_sessions
-from detector.types import Event
+from bastion.detector.synthetic import ATTACKS, PERSONAS, attack_sessions, normal_sessions
+from bastion.detector.types import Event
 
 
 def _event(tool: str, args: dict, **fields: object) -> Event:

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from detector.checkpoint import load_checkpoint, save_checkpoint
-from gateway.cli import app
-from gateway.detector_labels import DetectorLabels
-from gateway.detector_training import AuditWindow, sessions_from_audit
+from bastion.detector.checkpoint import load_checkpoint, save_checkpoint
+from bastion.gateway.cli.app import app
+from bastion.gateway.detection.labels import DetectorLabels
+from bastion.gateway.detection.training import AuditWindow, sessions_from_audit
 from tests.conftest import (
     Agent,
     EventTee,

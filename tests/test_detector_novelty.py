@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.novelty import CountMinSketch, NoveltyMemory, argument_tokens
+from bastion.detector.novelty import CountMinSketch, NoveltyMemory, argument_tokens
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from detector.checkpoint import Checkpoint, load_checkpoint
-from detector.evaluate import evaluate, roc_auc, tpr_at_fpr
-from detector.features import VECTOR_SIZE, event_vector
-from detector.scorer import ACTION_RANK, Detector
-from detector.synthetic import (
+from bastion.detector.checkpoint import Checkpoint, load_checkpoint
+from bastion.detector.evaluate import evaluate, roc_auc, tpr_at_fpr
+from bastion.detector.features import VECTOR_SIZE, event_vector
+from bastion.detector.scorer import ACTION_RANK, Detector
+from bastion.detector.synthetic import (
     HELD_OUT_ATTACKS,
     HELD_OUT_PERSONAS,
     TRAIN_PERSONAS,
@@ -20,9 +20,9 @@ from detector.synthetic import (
     read_traces,
     write_traces,
 )
-from detector.train import train
-from detector.types import ACTIONS
-from gateway.cli import app
+from bastion.detector.train import train
+from bastion.detector.types import ACTIONS
+from bastion.gateway.cli.app import app
 from tests.test_detector import EXFILTRATION, make_event
 
 

@@ -6,7 +6,7 @@ import socket
 import docker
 import httpx
 
-from gateway.policy_store import CallFacts
+from bastion.gateway.policy_versions.store import CallFacts
 from tests.conftest import Agent, RunningGateway, session_containers_removed
 
 PTRACE_CODE = (

@@ -16,11 +16,11 @@ import docker.errors
 import httpx
 import pytest
 
-from client import BastionClient, ObligationsUnmet
-from gateway.egress_grants import EgressGrants, matches
-from gateway.session_fit import unmet
-from policy.bundle import default_bundle_dir
-from policy.obligations import Egress, parse_obligations
+from bastion.gateway.calls.egress import EgressGrants, matches
+from bastion.gateway.calls.obligations import unmet
+from bastion.policy.bundle import default_bundle_dir
+from bastion.policy.obligations import Egress, parse_obligations
+from bastion_client import BastionClient, ObligationsUnmet
 from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
 from tests.test_sandbox_egress import FETCH, Site
 

@@ -5,7 +5,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
-import gateway.models  # noqa: F401  (registers every table on SQLModel.metadata)
+import bastion.gateway.db.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 
 
 def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from policy.bundle import PolicyBundle, default_bundle_dir, load_default_bundle
-from policy.embedded import EmbeddedRegoEngine
-from policy.engine import PolicyEngine
-from policy.errors import PolicyBundleError, PolicyCompileError, RevocationsError
+from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.bundle import PolicyBundle, default_bundle_dir, load_default_bundle
+from bastion.policy.engine import PolicyEngine
+from bastion.policy.errors import PolicyBundleError, PolicyCompileError, RevocationsError
 from tests.churn import decisions_under_revocation_churn
 from tests.test_policy_rules import call
 

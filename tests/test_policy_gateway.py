@@ -14,13 +14,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from gateway.audit import AuditLog
-from gateway.cli import app as cli
-from gateway.db import make_engine
-from gateway.policy_store import PolicyControl, PolicyStore
-from policy.bundle import default_bundle_dir, load_default_bundle
-from policy.supervised import SupervisedRegoEngine
-from policy.validation import read_directory
+from bastion.gateway.audit.log import AuditLog
+from bastion.gateway.cli.app import app as cli
+from bastion.gateway.db.engine import make_engine
+from bastion.gateway.policy_versions.store import PolicyControl, PolicyStore
+from bastion.policy.backends.supervised import SupervisedRegoEngine
+from bastion.policy.bundle import default_bundle_dir, load_default_bundle
+from bastion.policy.validation import read_directory
 from tests.conftest import ADMIN_KEY, Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 HEADER = "package bastion.authz\n\nimport rego.v1\n\n"

@@ -4,12 +4,12 @@ import threading
 
 import pytest
 
-from policy.bundle import PolicyBundle, load_default_bundle
-from policy.embedded import EmbeddedRegoEngine
-from policy.input_paths import input_references, project_input, referenced_input_paths
-from policy.revocations import normalize_revocations, revocations_digest
-from policy.supervised import SupervisedRegoEngine
-from policy.validation import ValidationReport, read_upload, validate
+from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.backends.supervised import SupervisedRegoEngine
+from bastion.policy.bundle import PolicyBundle, load_default_bundle
+from bastion.policy.input_paths import input_references, project_input, referenced_input_paths
+from bastion.policy.revocations import normalize_revocations, revocations_digest
+from bastion.policy.validation import ValidationReport, read_upload, validate
 from tests.test_policy import HEADER
 from tests.test_policy_rules import call
 

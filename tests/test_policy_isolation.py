@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from policy.bundle import PolicyBundle, load_default_bundle
-from policy.decision import is_engine_error
-from policy.engine import PolicyEngine
-from policy.errors import PolicyCompileError
-from policy.supervised import SupervisedRegoEngine
+from bastion.policy.backends.supervised import SupervisedRegoEngine
+from bastion.policy.bundle import PolicyBundle, load_default_bundle
+from bastion.policy.decision import is_engine_error
+from bastion.policy.engine import PolicyEngine
+from bastion.policy.errors import PolicyCompileError
 from tests.churn import decisions_under_revocation_churn
 from tests.test_policy_rules import call
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from policy.bundle import PolicyBundle, load_default_bundle
-from policy.obligations import parse_obligations
-from policy.supervised import SupervisedRegoEngine
-from policy.types import DecisionInput, HistoryEntry, RateCounts
+from bastion.policy.backends.supervised import SupervisedRegoEngine
+from bastion.policy.bundle import PolicyBundle, load_default_bundle
+from bastion.policy.obligations import parse_obligations
+from bastion.policy.types import DecisionInput, HistoryEntry, RateCounts
 from tests.test_policy_rules import call
 
 FLOW_REASON = "command can send data out of the sandbox and this session has read a file under a secret directory"

@@ -20,11 +20,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from regopy import Interpreter, RegoError
 
-from policy.bundle import PolicyBundle, load_default_bundle
-from policy.embedded import EmbeddedRegoEngine
-from policy.errors import PolicyCompileError
-from policy.opa import RemoteOpaEngine
-from policy.regocpp import (
+from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.backends.regocpp import (
     PolicyEvaluationError,
     compile_bundle,
     describe_rego_error,
@@ -32,6 +29,9 @@ from policy.regocpp import (
     evaluate,
     new_interpreter,
 )
+from bastion.policy.backends.remote import RemoteOpaEngine
+from bastion.policy.bundle import PolicyBundle, load_default_bundle
+from bastion.policy.errors import PolicyCompileError
 from tests.test_policy_rules import call
 
 _LOCATED = re.compile(r"^(.+?):(\d+):(\d+): (.*)$")

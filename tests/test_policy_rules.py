@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from policy.bundle import load_default_bundle
-from policy.embedded import EmbeddedRegoEngine
-from policy.types import Decision, DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
+from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.bundle import load_default_bundle
+from bastion.policy.types import Decision, DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
 
 BUILTIN_TOOLS = ("shell.run", "python.run", "fs.read", "fs.write", "fs.list")
 

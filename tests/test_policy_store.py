@@ -5,11 +5,11 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect
 
-from gateway.audit import AuditEntry, AuditLog
-from gateway.db import alembic_config, make_engine, migrate
-from gateway.policy_store import CallFacts, PolicyStore, StaleState, upload_of
-from policy.bundle import default_bundle_dir
-from policy.validation import read_directory, read_upload
+from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.db.engine import alembic_config, make_engine, migrate
+from bastion.gateway.policy_versions.store import CallFacts, PolicyStore, StaleState, upload_of
+from bastion.policy.bundle import default_bundle_dir
+from bastion.policy.validation import read_directory, read_upload
 
 POLICY_TABLES = {"policy_versions", "policy_state", "approvals", "policy_shadow_results"}
 

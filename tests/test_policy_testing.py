@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from policy.bundle import default_bundle_dir, load_default_bundle
-from policy.diff import bundle_diff
-from policy.errors import PolicyBundleError, PolicyCompileError
-from policy.explain import explain
-from policy.rego_source import top_level_rules, with_input_terms
-from policy.testing import run_policy_tests
-from policy.validation import read_directory, read_upload, validate
+from bastion.policy.bundle import default_bundle_dir, load_default_bundle
+from bastion.policy.diff import bundle_diff
+from bastion.policy.errors import PolicyBundleError, PolicyCompileError
+from bastion.policy.explain import explain
+from bastion.policy.rego_source import top_level_rules, with_input_terms
+from bastion.policy.testing import run_policy_tests
+from bastion.policy.validation import read_directory, read_upload, validate
 from tests.test_policy_rules import call
 
 REPRO_P = "package p\n\nimport rego.v1\n\nd if input.u == 1\n\nallow if d\n"

@@ -1,6 +1,6 @@
 """Redaction of sensitive argument fields before they reach the audit log."""
 
-from gateway.redaction import Redactor
+from bastion.gateway.audit.redactor import Redactor
 
 
 def test_sensitive_fields_are_replaced_at_any_depth_and_still_correlate() -> None:

@@ -17,9 +17,9 @@ import docker
 import docker.errors
 import pytest
 
-from sandbox.docker_runtime import DockerRuntime
-from sandbox.image import ensure_base_image, image_tag
-from sandbox.types import RunRequest, RunResult, SandboxError, SandboxLimits, SessionSpec
+from bastion.sandbox.docker_runtime import DockerRuntime
+from bastion.sandbox.image import ensure_base_image, image_tag
+from bastion.sandbox.types import RunRequest, RunResult, SandboxError, SandboxLimits, SessionSpec
 
 pytestmark = pytest.mark.docker
 
@@ -58,7 +58,7 @@ def test_base_image_is_tagged_by_recipe(sandbox_image: str, docker_client: docke
     assert re.fullmatch(r"bastion-sandbox:[0-9a-f]{12}", sandbox_image)
     assert sandbox_image == image_tag() == ensure_base_image(docker_client)
     printed = subprocess.run(
-        [sys.executable, "-m", "sandbox.image"], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-m", "bastion.sandbox.image"], capture_output=True, text=True, check=True, timeout=120
     )
     assert printed.stdout.strip() == sandbox_image
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.addresses import refusal
-from sandbox.docker_runtime import DockerRuntime
-from sandbox.egress import AllowList, EgressLog
-from sandbox.proxy_request import BadProxyRequest, parse_head
-from sandbox.types import RunRequest, RunResult, SessionSpec
+from bastion.sandbox.addresses import refusal
+from bastion.sandbox.docker_runtime import DockerRuntime
+from bastion.sandbox.egress import AllowList, EgressLog
+from bastion.sandbox.proxy_request import BadProxyRequest, parse_head
+from bastion.sandbox.types import RunRequest, RunResult, SessionSpec
 
 FETCH = (
     "import sys, urllib.error, urllib.request\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.docker_runtime import DockerRuntime
-from sandbox.types import RunRequest, RunResult, SandboxError, SandboxLimits, SessionSpec
+from bastion.sandbox.docker_runtime import DockerRuntime
+from bastion.sandbox.types import RunRequest, RunResult, SandboxError, SandboxLimits, SessionSpec
 
 pytestmark = pytest.mark.docker
 

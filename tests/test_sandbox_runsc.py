@@ -10,8 +10,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox.docker_runtime import DockerRuntime
-from sandbox.types import RunRequest, RunResult, SandboxError, SessionSpec
+from bastion.sandbox.docker_runtime import DockerRuntime
+from bastion.sandbox.types import RunRequest, RunResult, SandboxError, SessionSpec
 
 pytestmark = pytest.mark.docker
 

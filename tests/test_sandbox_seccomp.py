@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sandbox.seccomp import KILLED_SYSCALL_NUMBERS, killed_syscalls, load_profile, syscall_name
+from bastion.sandbox.seccomp import KILLED_SYSCALL_NUMBERS, killed_syscalls, load_profile, syscall_name
 
 ESCAPE_CALLS = {
     "ptrace", "process_vm_readv", "process_vm_writev", "io_uring_setup", "io_uring_enter", "io_uring_register",

@@ -11,9 +11,9 @@ import docker
 import docker.errors
 import pytest
 
-from sandbox import docker_runtime
-from sandbox.docker_runtime import DockerRuntime
-from sandbox.types import RunChunk, RunRequest, RunResult, SandboxError, SandboxLimits, SessionSpec
+from bastion.sandbox import docker_runtime
+from bastion.sandbox.docker_runtime import DockerRuntime
+from bastion.sandbox.types import RunChunk, RunRequest, RunResult, SandboxError, SandboxLimits, SessionSpec
 
 pytestmark = pytest.mark.docker
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from gateway.db import make_engine
-from gateway.sqlite_turns import TurnTakingConnection
+from bastion.gateway.db.engine import make_engine
+from bastion.gateway.db.sqlite_turns import TurnTakingConnection
 
 
 @pytest.fixture

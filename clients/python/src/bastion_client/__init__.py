@@ -1,0 +1,56 @@
+"""bastion's Python SDK: sessions, tool calls (plain or streamed) and typed errors, over httpx only."""
+
+from bastion_client.aio import AsyncBastionClient, AsyncCallStream, AsyncSession
+from bastion_client.errors import (
+    ApprovalRequired,
+    BastionError,
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidArguments,
+    InvalidRequest,
+    NotFound,
+    ObligationsUnmet,
+    PolicyDenied,
+    RateLimited,
+    Revoked,
+    SessionEnded,
+    TooLarge,
+    TransportError,
+    Unauthenticated,
+    Unavailable,
+)
+from bastion_client.models import Agent, CallResult, Decision, OutputChunk, SessionInfo, ToolInfo
+from bastion_client.sync import BastionClient, CallStream, Session
+
+__all__ = [
+    "Agent",
+    "ApprovalRequired",
+    "AsyncBastionClient",
+    "AsyncCallStream",
+    "AsyncSession",
+    "BastionClient",
+    "BastionError",
+    "CallResult",
+    "CallStream",
+    "Conflict",
+    "Decision",
+    "Forbidden",
+    "IdempotencyConflict",
+    "InvalidArguments",
+    "InvalidRequest",
+    "NotFound",
+    "ObligationsUnmet",
+    "OutputChunk",
+    "PolicyDenied",
+    "RateLimited",
+    "Revoked",
+    "Session",
+    "SessionEnded",
+    "SessionInfo",
+    "TooLarge",
+    "ToolInfo",
+    "TransportError",
+    "Unauthenticated",
+    "Unavailable",
+]

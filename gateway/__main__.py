@@ -1,5 +1,0 @@
-"""`python -m gateway` runs the `bastion` command line."""
-
-from gateway.cli import app
-
-app()

@@ -1,0 +1,1 @@
+"""bastion: authorize, contain, audit and watch AI-agent tool calls."""

@@ -1,0 +1,1 @@
+"""Principals: agents and admins, their keys, roles and labels."""

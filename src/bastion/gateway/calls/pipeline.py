@@ -1,0 +1,344 @@
+"""The path of one tool call: validate → decide → audit intent → run → audit result → publish event."""
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from bastion.detector.novelty import NoveltyMemory
+from bastion.detector.types import Event
+from bastion.gateway.agents.principals import PrincipalView
+from bastion.gateway.api.limits import ArgumentLimits
+from bastion.gateway.api.problems import Problem
+from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError
+from bastion.gateway.audit.redaction import AuditRedactor
+from bastion.gateway.calls.approvals import ApprovalDesk
+from bastion.gateway.calls.egress import EgressGrants
+from bastion.gateway.calls.obligations import unmet
+from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.detection.barrier import DetectorGate
+from bastion.gateway.detection.feed import CallFeatures, DetectorFeed, EgressTap
+from bastion.gateway.detection.risk import RiskBoard
+from bastion.gateway.keys import new_id
+from bastion.gateway.policy_versions.store import CallFacts
+from bastion.gateway.sessions.store import LiveSession, SessionStore
+from bastion.gateway.tools.builtin import Tool, schema_errors
+from bastion.policy.engine import PolicyEngine
+from bastion.policy.obligations import parse_obligations
+from bastion.policy.types import (
+    DECISION_PATH,
+    Decision,
+    DecisionContext,
+    DecisionInput,
+    HistoryEntry,
+    Principal,
+    RateCounts,
+    SessionInfo,
+    ToolInfo,
+)
+from bastion.sandbox.runtime import SandboxRuntime
+from bastion.sandbox.types import RunChunk, RunRequest, RunResult, SandboxError
+
+log = structlog.get_logger()
+
+
+class ShadowRecorder(Protocol):
+    """Decides a call with the shadow policy too and records both decisions."""
+
+    async def record_shadow(self, call_id: str, agent_id: str, tool: str, decision_input: DecisionInput,
+                            active: Decision) -> None:
+        """Record the shadow decision beside `active` (no-op when nothing is shadowed)."""
+        ...
+
+
+class EventSink(Protocol):
+    """Where finished calls go (the detector's queue); the returned future completes once judged."""
+
+    def submit(self, event: Event) -> asyncio.Future[object]:
+        """Queue the event without blocking."""
+        ...
+
+    def unjudged_error(self, agent_id: str) -> str | None:
+        """Why events of this agent wait for a verdict the scorer failed to give, or None."""
+        ...
+
+
+class CallObserver(Protocol):
+    """Follows an allowed call as it runs (the streaming surfaces); output then arrives chunk by chunk."""
+
+    async def started(self, call_id: str, decision: Decision) -> None:
+        """The call was authorized and audited and is about to run."""
+        ...
+
+    async def chunk(self, chunk: RunChunk) -> None:
+        """Output the call produced."""
+        ...
+
+
+@dataclass
+class CallOutcome:
+    """The answer to an allowed call."""
+
+    call_id: str
+    decision: Decision
+    result: RunResult
+
+
+@dataclass
+class CallPipeline:
+    """Runs tool calls through policy, audit, sandbox and detector; fails closed at every step."""
+
+    tools: dict[str, Tool]
+    policy: PolicyEngine
+    audit: AuditLog
+    sandbox: SandboxRuntime
+    sessions: SessionStore
+    redactor: AuditRedactor
+    events: EventSink
+    gate: DetectorGate
+    default_timeout_s: float
+    max_output_bytes: int
+    barrier_timeout_s: float
+    egress: EgressGrants
+    revoked: Callable[[str, str, str], list[str]] | None = None
+    facts: CallFacts | None = None
+    approvals: ApprovalDesk | None = None
+    shadow: ShadowRecorder | None = None
+    limiter: RateLimiter | None = None
+    arg_limits: ArgumentLimits | None = None
+    risk: RiskBoard = field(default_factory=RiskBoard)
+    feed: DetectorFeed = field(default_factory=lambda: DetectorFeed(NoveltyMemory(), EgressTap()))
+    in_flight: int = field(default=0, init=False)
+
+    def tool(self, name: str) -> Tool:
+        """The tool named `name`, or a 422 that lists the known ones."""
+        tool = self.tools.get(name)
+        if tool is None:
+            raise Problem(422, "unknown-tool", "Unknown tool",
+                          f"No tool named {name!r}. Known tools: {', '.join(sorted(self.tools))} "
+                          "(GET /v1/tools lists them with their schemas).", tool=name)
+        return tool
+
+    async def call(self, principal: PrincipalView, session: LiveSession, tool_name: str,
+                   args: dict[str, Any], request_meta: dict[str, Any],
+                   observer: CallObserver | None = None) -> CallOutcome:
+        """Authorize, contain, audit and publish one call; raise a Problem for every refusal."""
+        tool = self.tool(tool_name)
+        if self.arg_limits is not None:
+            self.arg_limits.check(tool.name, args)
+        errors = schema_errors(tool, args)
+        if errors:
+            raise Problem(422, "invalid-arguments", "Invalid tool arguments",
+                          f"Arguments for {tool.name} do not match its schema: "
+                          + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                          errors=errors, tool=tool.name)
+        if self.limiter is not None:
+            self.limiter.take(principal.id, tool.name)
+        call_id = new_id("call")
+        structlog.contextvars.bind_contextvars(call_id=call_id)
+        if not await self.gate.wait(principal.id, self.barrier_timeout_s):
+            error = self.events.unjudged_error(principal.id)
+            if error is not None:
+                raise Problem(503, "detector-unavailable", "Detector could not judge earlier calls",
+                              f"The detector failed to score earlier calls of this agent ({error}), so nothing was "
+                              "run (fail closed). It retries every second; GET /readyz and GET /v1/detector show "
+                              "the failure. Retry once they report the detector healthy.",
+                              call_id=call_id, headers={"Retry-After": "1"})
+            raise Problem(503, "detector-backlog", "Detector backlog",
+                          "Earlier calls of this agent are still being judged; nothing was run. Retry shortly.",
+                          call_id=call_id, headers={"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            return await self._decide_and_run(principal, session, tool, args, request_meta, call_id, observer)
+        finally:
+            self.in_flight -= 1
+
+    async def _decide_and_run(self, principal: PrincipalView, session: LiveSession, tool: Tool,
+                              args: dict[str, Any], request_meta: dict[str, Any], call_id: str,
+                              observer: CallObserver | None = None) -> CallOutcome:
+        revoked = self.revoked(principal.id, session.id, tool.name) if self.revoked is not None else []
+        history, rates = await self._facts(session.id, principal.id, tool.name, bool(revoked))
+        features = self.feed.features(principal.id, tool.name, args)
+        decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates)
+        decide_started = time.perf_counter_ns()
+        if revoked:
+            decision = Decision(allow=False, reasons=["revoked", *revoked], revision=self.policy.revision)
+        else:
+            decided = self.policy.decided(decision_input) or await asyncio.to_thread(self.policy.decide, decision_input)
+            decision = self.risk.amend(principal.id, decided)
+        decide_ns = time.perf_counter_ns() - decide_started
+        redacted_input, redacted_decision = self.redactor.redact_decision(
+            decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
+        await self._append(AuditEntry(
+            kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+            tool=tool.name, allow=decision.allow, reasons=redacted_decision["reasons"], path=DECISION_PATH,
+            input=redacted_input, result=redacted_decision, policy_revision=decision.revision,
+            risk=decision_input.context.risk,
+            metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
+        ), call_id, committed=decision.allow)
+        if self.facts is not None:
+            self.facts.record(principal.id, session.id, tool.name, decision.allow, redacted_input.get("args") or {})
+        if self.shadow is not None:
+            try:
+                await self.shadow.record_shadow(call_id, principal.id, tool.name, decision_input, decision)
+            except Exception as exc:  # shadow evaluation never changes the live decision
+                log.warning("shadow evaluation failed", error=str(exc))
+        if not decision.allow:
+            self._publish(principal, session, tool, features, call_id, decision, None)
+            log.info("call denied", tool=tool.name, reasons=decision.reasons)
+            raise Problem(403, "denied", "Call denied by policy",
+                          "Policy denied this call: " + "; ".join(decision.reasons),
+                          reasons=decision.reasons, call_id=call_id, policy_revision=decision.revision)
+        obligations = parse_obligations(decision.obligations)
+        unmet_reasons = unmet(obligations, session.runtime, session.limits)
+        if unmet_reasons:
+            await self._refuse_unmet(principal, session, tool, features, call_id, decision, unmet_reasons)
+        requirement = obligations.require_approval
+        if requirement is not None:
+            if self.approvals is None:
+                raise Problem(403, "denied", "Call denied by policy", "Policy requires a human approval for this "
+                              "call and this gateway has no approval desk.", call_id=call_id,
+                              reasons=["approval required"])
+            await self.approvals.admit(principal.id, session.id, tool.name, args, call_id, requirement,
+                                       decision.revision)
+            self.risk.approval_used(principal.id)
+        output_cap = self.max_output_bytes
+        if obligations.limits is not None and obligations.limits.max_output_bytes is not None:
+            output_cap = min(output_cap, obligations.limits.max_output_bytes)
+        request = tool.to_request(args, self._timeout(args, decision, tool), output_cap)
+        if observer is not None:
+            await observer.started(call_id, decision)
+        started = time.perf_counter()
+        try:
+            with self.egress.granted(session.id, call_id, principal.id, tool.name, obligations.egress, tool.egress):
+                result = await self._run(session.id, tool, request, observer)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._append(AuditEntry(
+                kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+                tool=tool.name, allow=True, reasons=["cancelled: the client went away"],
+                result={"error": "cancelled", "duration_ms": (time.perf_counter() - started) * 1000},
+                policy_revision=decision.revision), call_id))
+            raise
+        except SandboxError as exc:
+            await self._append(AuditEntry(
+                kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+                tool=tool.name, allow=True, reasons=[f"sandbox error: {exc}"],
+                result={"error": str(exc), "duration_ms": (time.perf_counter() - started) * 1000},
+                policy_revision=decision.revision), call_id)
+            raise Problem(503, "sandbox-unavailable", "Sandbox unavailable",
+                          f"The call was authorized but could not run: {exc}. Create a new session.",
+                          call_id=call_id) from exc
+        session.call_count += 1
+        summary = {**_result_summary(result), **self.feed.ran(principal.id, session.id, features)}
+        await self._append(AuditEntry(
+            kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+            tool=tool.name, allow=True, result=self.redactor.redact(summary),
+            policy_revision=decision.revision), call_id, ran=True)
+        judged = self._publish(principal, session, tool, features, call_id, decision, result)
+        if result.seccomp_killed:
+            await self._judgement(judged)
+        log.info("call finished", tool=tool.name, exit_code=result.exit_code, duration_ms=result.duration_ms)
+        return CallOutcome(call_id=call_id, decision=decision, result=result)
+
+    async def _refuse_unmet(self, principal: PrincipalView, session: LiveSession, tool: Tool,
+                            features: CallFeatures, call_id: str, decision: Decision, reasons: list[str]) -> None:
+        """Audit and refuse an allowed call whose obligations the session's container cannot meet."""
+        await self._append(AuditEntry(
+            kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+            tool=tool.name, allow=False, reasons=reasons, result={"error": "obligations unmet"},
+            policy_revision=decision.revision), call_id)
+        refused = decision.model_copy(update={"allow": False, "reasons": reasons})
+        self._publish(principal, session, tool, features, call_id, refused, None)
+        raise Problem(403, "obligations-unmet", "Session cannot meet the policy's obligations",
+                      "Policy allowed this call only under conditions this session's container does not meet; "
+                      "nothing was run: " + "; ".join(reasons), reasons=reasons, call_id=call_id,
+                      policy_revision=decision.revision)
+
+    async def _facts(self, session_id: str, agent_id: str, tool: str,
+                     revoked: bool) -> tuple[list[HistoryEntry], RateCounts]:
+        """The session's history and the agent's rate counts for the decision (none for a revoked call)."""
+        if self.facts is None or revoked:
+            return [], RateCounts()
+        history = self.facts.known_history(session_id)
+        if history is None:
+            history = await asyncio.to_thread(self.facts.load_history, session_id)
+        return history, self.facts.rates(agent_id, tool)
+
+    def _decision_input(self, principal: PrincipalView, session: LiveSession, tool: Tool, args: dict[str, Any],
+                        request_meta: dict[str, Any], history: list[HistoryEntry],
+                        rates: RateCounts) -> DecisionInput:
+        return DecisionInput(
+            principal=Principal(id=principal.id, kind="agent", tenant=principal.tenant,
+                                roles=list(principal.roles), labels=principal.labels),
+            session=SessionInfo(id=session.id, started_at=session.started_at.isoformat(),
+                                call_count=session.call_count, labels=session.labels, history=history),
+            tool=ToolInfo(name=tool.name, version=tool.version, risk=tool.risk, network=tool.network),  # type: ignore[arg-type]
+            args=args,
+            context=DecisionContext(time=datetime.now(UTC).isoformat(), risk=self.risk.current(principal.id),
+                                    request=request_meta,
+                                    rates=rates),
+        )
+
+    async def _run(self, session_id: str, tool: Tool, request: RunRequest, observer: CallObserver | None) -> RunResult:
+        for path, content in tool.files.items():
+            written = await self.sandbox.run(session_id, RunRequest(op="write", path=path, content=content,
+                                                                    image=tool.image))
+            if written.exit_code != 0:
+                raise SandboxError(f"could not write tool file {path!r}: {written.stderr.strip()}")
+        if observer is None:
+            return await self.sandbox.run(session_id, request)
+        async for item in self.sandbox.run_stream(session_id, request):
+            if isinstance(item, RunResult):
+                return item
+            await observer.chunk(item)
+        raise SandboxError("the sandbox's output stream ended without a result")
+
+    def _timeout(self, args: dict[str, Any], decision: Decision, tool: Tool | None = None) -> float:
+        fixed = tool.timeout_s if tool is not None else None
+        wanted = float(fixed or args.get("timeout_s") or self.default_timeout_s)
+        cap = decision.obligations.get("max_timeout_s")
+        return min(wanted, float(cap)) if isinstance(cap, int | float) else wanted
+
+    async def _append(self, entry: AuditEntry, call_id: str, committed: bool = True, ran: bool = False) -> None:
+        """Record `entry`; with `committed` (anything that lets a call run) wait until it is durable, else (a
+        denial: nothing runs) only until it is queued, in order, for the next commit. `ran`: the call has run."""
+        try:
+            if committed:
+                await self.audit.append_async([entry], lone=self.in_flight == 1)
+            else:
+                await self.audit.append_queued([entry])
+        except AuditStoreError as exc:
+            log.error("audit store failed", error=str(exc))
+            detail = ("The call ran, but the audit log could not record its result; its decision record shows it "
+                      "as incomplete. Check the database before retrying." if ran else
+                      "The audit log could not record this call, so nothing was run (fail closed). "
+                      "Check the database and retry.")
+            raise Problem(503, "audit-unavailable", "Audit store unavailable", detail, call_id=call_id) from exc
+
+    def _publish(self, principal: PrincipalView, session: LiveSession, tool: Tool, features: CallFeatures,
+                 call_id: str, decision: Decision, result: RunResult | None) -> asyncio.Future[object]:
+        """Send the call's event to the detector; the future completes once it is judged and any response applied."""
+        event = self.feed.event(call_id, principal.id, session.id, tool.name, decision, result, features)
+        judged = self.events.submit(event)
+        self.gate.track(principal.id, judged)
+        return judged
+
+    async def _judgement(self, judged: asyncio.Future[object]) -> None:
+        """Hold a result the sandbox flagged as an escape attempt until the detector has judged it, so whatever it
+        decides (a revocation, processes killed) is in force before the agent sees the result."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(judged), self.barrier_timeout_s)
+
+
+def _result_summary(result: RunResult) -> dict[str, Any]:
+    """What the audit keeps of a result: status, sizes and digests; output text may hold secrets."""
+    summary = result.model_dump(mode="json", exclude={"stdout", "stderr"})
+    summary["stdout_sha256"] = hashlib.sha256(result.stdout.encode()).hexdigest()
+    summary["stderr_sha256"] = hashlib.sha256(result.stderr.encode()).hexdigest()
+    return summary

@@ -1,0 +1,1 @@
+"""The bastion.detector's bastion.gateway side: features and events, controls, risk, labels, reload, training data."""

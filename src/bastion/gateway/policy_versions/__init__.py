@@ -1,0 +1,1 @@
+"""Stored bastion.policy versions and their life cycle."""

@@ -1,0 +1,1 @@
+"""Agent sessions: their rows and their live view."""

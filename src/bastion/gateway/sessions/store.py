@@ -1,0 +1,116 @@
+"""Agent sessions: their rows, their sandbox containers, and an in-process view of live ones."""
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel, select
+
+from bastion.gateway.db.tables import SandboxSession, utcnow
+
+
+@dataclass
+class LiveSession:
+    """What the call pipeline needs to know about a session, kept in memory."""
+
+    id: str
+    agent_id: str
+    started_at: datetime
+    status: str
+    labels: dict[str, str] = field(default_factory=dict)
+    call_count: int = 0
+    container_id: str | None = None
+    runtime: str = "runc"
+    limits: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: SandboxSession) -> "LiveSession":
+        """Build from a table row."""
+        return cls(id=row.id, agent_id=row.agent_id, started_at=row.created_at, status=row.status,
+                   labels=dict(row.labels), call_count=row.call_count, container_id=row.container_id,
+                   runtime=row.runtime, limits=dict(row.limits))
+
+
+class SessionStore:
+    """Reads and writes session rows and caches the sessions of this gateway."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._live: dict[str, LiveSession] = {}
+
+    def insert(self, row: SandboxSession) -> LiveSession:
+        """Persist a new session row and start tracking it."""
+        with Session(self._engine, expire_on_commit=False) as db:
+            db.add(row)
+            db.commit()
+        live = LiveSession.of(row)
+        self._live[row.id] = live
+        return live
+
+    async def get(self, session_id: str) -> LiveSession | None:
+        """The session with this id, from memory or the database."""
+        live = self._live.get(session_id)
+        if live is None:
+            row = await asyncio.to_thread(self._load, session_id)
+            if row is None:
+                return None
+            live = self._live.setdefault(session_id, LiveSession.of(row))
+        return live
+
+    def _load(self, session_id: str) -> SandboxSession | None:
+        with Session(self._engine) as db:
+            return db.get(SandboxSession, session_id)
+
+    def update(self, session_id: str, **values: object) -> None:
+        """Write fields of one session row (and mirror them in memory)."""
+        self._write([session_id], values)
+
+    def end(self, session_id: str, status: str, reason: str) -> None:
+        """Mark a session finished (ended, revoked or failed)."""
+        self.end_all([session_id], status, reason)
+
+    def end_all(self, session_ids: Sequence[str], status: str, reason: str, *, record: SQLModel | None = None) -> None:
+        """Mark sessions finished in one transaction, with `record` (the row that says why) when given."""
+        self._write(session_ids, {"status": status, "status_reason": reason, "ended_at": utcnow()}, record)
+
+    def _write(self, session_ids: Sequence[str], values: dict[str, object], record: SQLModel | None = None) -> None:
+        """Set `values` on the sessions' rows (and `record` beside them) in one transaction; mirror them in memory."""
+        with Session(self._engine, expire_on_commit=False) as db:
+            if record is not None:
+                db.add(record)
+            for session_id in session_ids:
+                row = db.get(SandboxSession, session_id)
+                if row is None:
+                    continue
+                for name, value in values.items():
+                    setattr(row, name, value)
+                db.add(row)
+            db.commit()
+        for session_id in session_ids:
+            live = self._live.get(session_id)
+            if live is not None:
+                for name in ("status", "container_id", "call_count"):
+                    if name in values:
+                        setattr(live, name, values[name])
+
+    def active_ids(self, agent_id: str | None = None) -> list[str]:
+        """Ids of sessions still marked active (optionally of one agent)."""
+        with Session(self._engine) as db:
+            query = select(SandboxSession.id).where(SandboxSession.status == "active")
+            if agent_id is not None:
+                query = query.where(SandboxSession.agent_id == agent_id)
+            return list(db.exec(query))
+
+    def live_ids(self, agent_id: str) -> list[str]:
+        """Ids of this process's sessions of one agent that are not finished (from memory, no database read)."""
+        return [live.id for live in list(self._live.values())
+                if live.agent_id == agent_id and live.status in {"starting", "active"}]
+
+    def fail_all_active(self, reason: str) -> list[str]:
+        """Mark every active session failed (used at start, when their containers were reaped)."""
+        ids = self.active_ids()
+        for session_id in ids:
+            self.end(session_id, "failed", reason)
+        return ids

@@ -1,0 +1,1 @@
+"""The tools agents call: built-ins, admin-registered custom tools, the catalogue."""

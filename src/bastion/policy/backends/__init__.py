@@ -1,0 +1,1 @@
+"""Policy engine backends: one module per backend behind `PolicyEngine`."""

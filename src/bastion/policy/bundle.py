@@ -1,0 +1,76 @@
+"""A policy bundle: Rego modules plus a base data document, identified by a content revision."""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from bastion.policy.errors import PolicyBundleError
+from bastion.policy.input_paths import InputPaths, referenced_input_paths
+
+DATA_FILE = "data.json"
+TEST_SUFFIX = "_test.rego"
+
+
+@dataclass(frozen=True)
+class PolicyBundle:
+    """Rego sources by module name and the data document they read (`data`)."""
+
+    modules: dict[str, str]
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def revision(self) -> str:
+        """Short sha256 over the sorted module names and sources and the data document."""
+        canonical = json.dumps(
+            {"modules": sorted(self.modules.items()), "data": self.data},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @cached_property
+    def input_paths(self) -> InputPaths | None:
+        """The parts of `input` the modules read (None: all of it); decisions send rego-cpp only these."""
+        return referenced_input_paths(self.modules.values())
+
+    @classmethod
+    def load(cls, directory: Path | str) -> "PolicyBundle":
+        """Load every `*.rego` (except `*_test.rego`) under `directory` and its optional `data.json`."""
+        root = Path(directory)
+        if not root.is_dir():
+            raise PolicyBundleError(f"policy bundle directory {root} does not exist")
+        modules = {
+            path.relative_to(root).as_posix(): path.read_text(encoding="utf-8")
+            for path in sorted(root.rglob("*.rego"))
+            if not path.name.endswith(TEST_SUFFIX)
+        }
+        if not modules:
+            raise PolicyBundleError(f"policy bundle directory {root} has no .rego modules")
+        return cls(modules=modules, data=_read_data(root / DATA_FILE))
+
+
+def _read_data(path: Path) -> dict[str, Any]:
+    """The bundle's data document, or an empty one when the file is absent."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PolicyBundleError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyBundleError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def default_bundle_dir() -> Path:
+    """The directory of the default policy bundle shipped with bastion."""
+    return Path(__file__).parent / "bundles" / "default"
+
+
+def load_default_bundle() -> PolicyBundle:
+    """The default policy bundle shipped with bastion."""
+    return PolicyBundle.load(default_bundle_dir())
