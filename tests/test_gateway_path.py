@@ -6,7 +6,7 @@ import socket
 import docker
 import httpx
 
-from bastion.gateway.policy_versions.store import CallFacts
+from bastion.gateway.calls.facts import CallFacts
 from tests.conftest import Agent, RunningGateway, session_containers_removed
 
 PTRACE_CODE = (

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from bastion.gateway.audit.log import AuditLog
 from bastion.gateway.cli.app import app as cli
 from bastion.gateway.db.engine import make_engine
-from bastion.gateway.policy_versions.store import PolicyControl, PolicyStore
+from bastion.gateway.policy_versions.control import PolicyControl
+from bastion.gateway.policy_versions.store import PolicyStore
 from bastion.policy.backends.supervised import SupervisedRegoEngine
 from bastion.policy.bundle import default_bundle_dir, load_default_bundle
 from bastion.policy.validation import read_directory

@@ -6,8 +6,9 @@ from alembic import command
 from sqlalchemy import Engine, inspect
 
 from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.db.engine import alembic_config, make_engine, migrate
-from bastion.gateway.policy_versions.store import CallFacts, PolicyStore, StaleState, upload_of
+from bastion.gateway.policy_versions.store import PolicyStore, StaleState, upload_of
 from bastion.policy.bundle import default_bundle_dir
 from bastion.policy.validation import read_directory, read_upload
 

@@ -17,12 +17,13 @@ from bastion.detector.scorer import Detector
 from bastion.detector.train import train_default
 from bastion.detector.worker import DetectorWorker
 from bastion.gateway.agents.principals import PrincipalStore, PrincipalView
-from bastion.gateway.api.limits import ArgumentLimits
 from bastion.gateway.api.problems import Problem
 from bastion.gateway.audit.log import AuditEntry, AuditLog
 from bastion.gateway.audit.redaction import AuditRedactor
 from bastion.gateway.calls.approvals import ApprovalDesk
+from bastion.gateway.calls.arguments import ArgumentLimits
 from bastion.gateway.calls.egress import EgressGrants
+from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.idempotency import IdempotencyStore
 from bastion.gateway.calls.pipeline import CallPipeline
 from bastion.gateway.calls.ratelimit import RateLimiter
@@ -35,7 +36,8 @@ from bastion.gateway.detection.labels import DetectorLabels
 from bastion.gateway.detection.reload import CheckpointWatcher
 from bastion.gateway.detection.risk import RiskBoard
 from bastion.gateway.keys import new_id
-from bastion.gateway.policy_versions.store import CallFacts, PolicyControl, PolicyStore
+from bastion.gateway.policy_versions.control import PolicyControl
+from bastion.gateway.policy_versions.store import PolicyStore
 from bastion.gateway.revocations.enforcer import Enforcer
 from bastion.gateway.revocations.store import RevocationStore
 from bastion.gateway.sessions.store import LiveSession, SessionStore

@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bastion.gateway.api.limits import RequestLimits
+from bastion.gateway.api.body_limits import RequestLimits
 from bastion.gateway.api.mcp import McpEndpoint
 from bastion.gateway.api.openapi import install_openapi
 from bastion.gateway.api.problems import install_problem_handlers

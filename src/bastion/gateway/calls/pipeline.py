@@ -14,19 +14,19 @@ import structlog
 from bastion.detector.novelty import NoveltyMemory
 from bastion.detector.types import Event
 from bastion.gateway.agents.principals import PrincipalView
-from bastion.gateway.api.limits import ArgumentLimits
 from bastion.gateway.api.problems import Problem
 from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError
 from bastion.gateway.audit.redaction import AuditRedactor
 from bastion.gateway.calls.approvals import ApprovalDesk
+from bastion.gateway.calls.arguments import ArgumentLimits
 from bastion.gateway.calls.egress import EgressGrants
+from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.obligations import unmet
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.detection.barrier import DetectorGate
 from bastion.gateway.detection.feed import CallFeatures, DetectorFeed, EgressTap
 from bastion.gateway.detection.risk import RiskBoard
 from bastion.gateway.keys import new_id
-from bastion.gateway.policy_versions.store import CallFacts
 from bastion.gateway.sessions.store import LiveSession, SessionStore
 from bastion.gateway.tools.builtin import Tool, schema_errors
 from bastion.policy.engine import PolicyEngine

@@ -15,7 +15,8 @@ from bastion.gateway.api.problems import Problem
 from bastion.gateway.audit.log import AuditStoreError
 from bastion.gateway.db.tables import PolicyState, PolicyVersion, ShadowResult
 from bastion.gateway.gateway import Gateway
-from bastion.gateway.policy_versions.store import ShadowUnsupported, StaleState, upload_of
+from bastion.gateway.policy_versions.control import ShadowUnsupported
+from bastion.gateway.policy_versions.store import StaleState, upload_of
 from bastion.policy.diff import bundle_diff
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError
 from bastion.policy.validation import read_upload, validate

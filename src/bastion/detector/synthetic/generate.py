@@ -1,0 +1,87 @@
+"""Generating sessions: a shared world per call (one novelty memory warmed with background sessions), then
+normal or attack sessions, deterministic per seed."""
+
+import hashlib
+import random
+
+from bastion.detector.novelty import NoveltyMemory
+from bastion.detector.synthetic.attacks import ATTACK_BUILDERS
+from bastion.detector.synthetic.personas import PERSONA_BUILDERS
+from bastion.detector.synthetic.session import (
+    AGENTS_PER_PERSONA,
+    ATTACKS,
+    PERSONAS,
+    SYNTHETIC_SKETCH_WIDTH,
+    WARMUP_SESSIONS,
+    SessionBuilder,
+    SyntheticSession,
+)
+
+
+def _memory(seed: int) -> NoveltyMemory:
+    """A small novelty memory with a key derived from the seed, so generated sessions are deterministic."""
+    return NoveltyMemory(SYNTHETIC_SKETCH_WIDTH, key=hashlib.blake2b(f"synthetic-{seed}".encode()).digest())
+
+
+def _agent(rng: random.Random, persona: str) -> str:
+    return f"agent-{persona}-{rng.randint(1, AGENTS_PER_PERSONA)}"
+
+
+def _world(seed: int, personas: tuple[str, ...], warmup: int) -> NoveltyMemory:
+    """A novelty memory that has seen `warmup` earlier ordinary sessions of the personas' agents."""
+    memory = _memory(seed)
+    rng = random.Random(seed ^ 0x5EED)
+    for i in range(warmup):
+        persona = personas[i % len(personas)]
+        out = SyntheticSession(persona=persona, attack=None)
+        PERSONA_BUILDERS[persona](
+            SessionBuilder(rng, out, f"warmup-{seed}-{i}", _agent(rng, persona), memory), rng.randint(3, 30)
+        )
+    return memory
+
+
+def normal_sessions(
+    count: int,
+    seed: int,
+    *,
+    min_len: int = 1,
+    max_len: int = 30,
+    personas: tuple[str, ...] = PERSONAS,
+    warmup: int = WARMUP_SESSIONS,
+) -> list[SyntheticSession]:
+    """`count` ordinary sessions spread over `personas`, after `warmup` unreturned ones; deterministic per seed."""
+    memory = _world(seed, personas, warmup)
+    rng = random.Random(seed)
+    sessions = []
+    for i in range(count):
+        persona = personas[i % len(personas)]
+        out = SyntheticSession(persona=persona, attack=None)
+        builder = SessionBuilder(rng, out, f"normal-{seed}-{i}", _agent(rng, persona), memory)
+        PERSONA_BUILDERS[persona](builder, rng.randint(min_len, max_len))
+        sessions.append(out)
+    return sessions
+
+
+def attack_sessions(
+    count: int,
+    seed: int,
+    *,
+    personas: tuple[str, ...] = PERSONAS,
+    attacks: tuple[str, ...] = ATTACKS,
+    warmup: int = WARMUP_SESSIONS,
+) -> list[SyntheticSession]:
+    """`count` sessions that start like a persona's normal work and then turn into a labelled attack."""
+    memory = _world(seed, personas, warmup)
+    rng = random.Random(seed)
+    sessions = []
+    for i in range(count):
+        persona = rng.choice(personas)
+        attack = attacks[i % len(attacks)]
+        out = SyntheticSession(persona=persona, attack=attack)
+        builder = SessionBuilder(rng, out, f"attack-{seed}-{i}", _agent(rng, persona), memory)
+        PERSONA_BUILDERS[persona](builder, rng.randint(3, 10))
+        ATTACK_BUILDERS[attack](builder)
+        if rng.random() < 0.3:
+            PERSONA_BUILDERS[persona](builder, len(out.events) + rng.randint(1, 4))
+        sessions.append(out)
+    return sessions
