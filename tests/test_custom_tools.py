@@ -272,7 +272,7 @@ def test_only_admins_register_and_retire_tools(client: httpx.Client, registered:
 
 def test_custom_tools_are_persisted_and_reloaded(registered: dict[str, dict],
                                                 tools_gateway: RunningGateway) -> None:
-    reloaded = ToolCatalog(tools_gateway.gateway.engine, default_timeout_s=10.0)
+    reloaded = ToolCatalog(tools_gateway.gateway.database, default_timeout_s=10.0)
     assert reloaded.load() >= 2
     pay = reloaded.tools["billing.send_money"]
     assert pay.version == "1" and pay.risk == "high" and pay.timeout_s == 20

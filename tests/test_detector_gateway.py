@@ -210,7 +210,7 @@ def test_labels_decide_which_revoked_sessions_train_as_normal(detector_gateway: 
         sessions[label] = sid
     listed = gw.admin("GET", "/v1/revocations", params={"active": True}).json()
     assert {r["session_id"]: r["label"] for r in listed}[sessions["false_positive"]] == "false_positive"
-    engine = gw.running.gateway.engine
+    engine = gw.running.gateway.database
     flags = DetectorLabels(engine).session_flags()
     assert sessions["false_positive"] in flags.false_positive and sessions["true_positive"] in flags.true_positive
     kept = {events[0].session_id for events in sessions_from_audit(engine, AuditWindow()).sessions}
@@ -248,7 +248,7 @@ def test_training_rebuilds_the_live_events_and_the_gateway_hot_swaps_the_checkpo
         assert gw.call(dev, sid, "shell.run", command="ls -la").status_code == 200
         assert gw.call(dev, sid, "fs.read", path="/etc/passwd").status_code == 403
         assert gw.call(dev, sid, "fs.write", path="report.md", content="# q3\n").status_code == 200
-    engine = gw.running.gateway.engine
+    engine = gw.running.gateway.database
     rebuilt = sessions_from_audit(engine, AuditWindow(agent_id=dev.agent_id)).sessions
     assert [events[0].session_id for events in rebuilt] == sids
     hour = timedelta(hours=1)

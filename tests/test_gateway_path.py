@@ -229,7 +229,7 @@ def test_the_history_policies_see_is_the_audit_logs(http: httpx.Client, make_age
     _call(http, dev, sid, "shell.run", command="cat notes/a.txt")
     _call(http, dev, sid, "fs.read", path="/etc/shadow")
     _call(http, dev, sid, "python.run", code="print(1)")
-    held = running_gateway.gateway.facts.known_history(sid)
+    held = running_gateway.gateway.pipeline.facts.known_history(sid)
     assert held is not None and [(entry.tool, entry.allow) for entry in held] == [
         ("fs.write", True), ("shell.run", True), ("fs.read", False), ("python.run", True)]
-    assert held == CallFacts(running_gateway.gateway.engine).load_history(sid)
+    assert held == CallFacts(running_gateway.gateway.database).load_history(sid)

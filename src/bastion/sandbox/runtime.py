@@ -13,6 +13,11 @@ class SandboxRuntime(Protocol):
         """Connect to the engine and make sure the base image exists."""
         ...
 
+    @property
+    def runtimes(self) -> frozenset[str]:
+        """The runtime tiers (`runc`, `runsc`, ...) this engine offers sessions."""
+        ...
+
     async def create(self, spec: SessionSpec) -> str:
         """Create and start the session's container; return its container id."""
         ...

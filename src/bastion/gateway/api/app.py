@@ -44,8 +44,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = Gateway(settings)
-        await gateway.start()
+        gateway = await Gateway.start(settings)
         if gateway.generated_admin_key:
             print(f"\nbastion: generated admin key (shown once, store it now): {gateway.generated_admin_key}\n",
                   file=sys.stderr, flush=True)

@@ -130,7 +130,6 @@ class McpEndpoint:
                          params: types.CallToolRequestParams) -> types.CallToolResult:
         gateway = self._gateway_of()
         pipeline = gateway.pipeline
-        assert pipeline is not None
         agent = _agent_of(ctx)
         if params.name not in gateway.catalog.tools:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool {params.name!r}; tools/list shows the tools "
@@ -166,7 +165,7 @@ class McpEndpoint:
             current = self._agent_sessions.get(agent.id)
             session = await gateway.sessions.get(current) if current else None
             if session is None or session.status != "active":
-                session = await gateway.create_session(agent, {"surface": "mcp"})
+                session = await gateway.lifecycle.create(agent, {"surface": "mcp"})
                 self._agent_sessions[agent.id] = session.id
             return session
 

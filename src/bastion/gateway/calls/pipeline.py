@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from bastion.detector.novelty import NoveltyMemory
 from bastion.detector.types import Event
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.api.problems import Problem
@@ -24,7 +23,7 @@ from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.obligations import unmet
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.detection.barrier import DetectorGate
-from bastion.gateway.detection.feed import CallFeatures, DetectorFeed, EgressTap
+from bastion.gateway.detection.feed import CallFeatures, DetectorFeed
 from bastion.gateway.detection.risk import RiskBoard
 from bastion.gateway.keys import new_id
 from bastion.gateway.sessions.store import LiveSession, SessionStore
@@ -106,14 +105,14 @@ class CallPipeline:
     max_output_bytes: int
     barrier_timeout_s: float
     egress: EgressGrants
-    revoked: Callable[[str, str, str], list[str]] | None = None
-    facts: CallFacts | None = None
-    approvals: ApprovalDesk | None = None
-    shadow: ShadowRecorder | None = None
-    limiter: RateLimiter | None = None
-    arg_limits: ArgumentLimits | None = None
-    risk: RiskBoard = field(default_factory=RiskBoard)
-    feed: DetectorFeed = field(default_factory=lambda: DetectorFeed(NoveltyMemory(), EgressTap()))
+    revoked: Callable[[str, str, str], list[str]]
+    facts: CallFacts
+    approvals: ApprovalDesk
+    shadow: ShadowRecorder
+    limiter: RateLimiter
+    arg_limits: ArgumentLimits
+    risk: RiskBoard
+    feed: DetectorFeed
     in_flight: int = field(default=0, init=False)
 
     def tool(self, name: str) -> Tool:
@@ -130,16 +129,14 @@ class CallPipeline:
                    observer: CallObserver | None = None) -> CallOutcome:
         """Authorize, contain, audit and publish one call; raise a Problem for every refusal."""
         tool = self.tool(tool_name)
-        if self.arg_limits is not None:
-            self.arg_limits.check(tool.name, args)
+        self.arg_limits.check(tool.name, args)
         errors = schema_errors(tool, args)
         if errors:
             raise Problem(422, "invalid-arguments", "Invalid tool arguments",
                           f"Arguments for {tool.name} do not match its schema: "
                           + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                           errors=errors, tool=tool.name)
-        if self.limiter is not None:
-            self.limiter.take(principal.id, tool.name)
+        self.limiter.take(principal.id, tool.name)
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
         if not await self.gate.wait(principal.id, self.barrier_timeout_s):
@@ -162,7 +159,7 @@ class CallPipeline:
     async def _decide_and_run(self, principal: PrincipalView, session: LiveSession, tool: Tool,
                               args: dict[str, Any], request_meta: dict[str, Any], call_id: str,
                               observer: CallObserver | None = None) -> CallOutcome:
-        revoked = self.revoked(principal.id, session.id, tool.name) if self.revoked is not None else []
+        revoked = self.revoked(principal.id, session.id, tool.name)
         history, rates = await self._facts(session.id, principal.id, tool.name, bool(revoked))
         features = self.feed.features(principal.id, tool.name, args)
         decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates)
@@ -182,13 +179,11 @@ class CallPipeline:
             risk=decision_input.context.risk,
             metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
         ), call_id, committed=decision.allow)
-        if self.facts is not None:
-            self.facts.record(principal.id, session.id, tool.name, decision.allow, redacted_input.get("args") or {})
-        if self.shadow is not None:
-            try:
-                await self.shadow.record_shadow(call_id, principal.id, tool.name, decision_input, decision)
-            except Exception as exc:  # shadow evaluation never changes the live decision
-                log.warning("shadow evaluation failed", error=str(exc))
+        self.facts.record(principal.id, session.id, tool.name, decision.allow, redacted_input.get("args") or {})
+        try:
+            await self.shadow.record_shadow(call_id, principal.id, tool.name, decision_input, decision)
+        except Exception as exc:  # shadow evaluation never changes the live decision
+            log.warning("shadow evaluation failed", error=str(exc))
         if not decision.allow:
             self._publish(principal, session, tool, features, call_id, decision, None)
             log.info("call denied", tool=tool.name, reasons=decision.reasons)
@@ -201,10 +196,6 @@ class CallPipeline:
             await self._refuse_unmet(principal, session, tool, features, call_id, decision, unmet_reasons)
         requirement = obligations.require_approval
         if requirement is not None:
-            if self.approvals is None:
-                raise Problem(403, "denied", "Call denied by policy", "Policy requires a human approval for this "
-                              "call and this gateway has no approval desk.", call_id=call_id,
-                              reasons=["approval required"])
             await self.approvals.admit(principal.id, session.id, tool.name, args, call_id, requirement,
                                        decision.revision)
             self.risk.approval_used(principal.id)
@@ -263,7 +254,7 @@ class CallPipeline:
     async def _facts(self, session_id: str, agent_id: str, tool: str,
                      revoked: bool) -> tuple[list[HistoryEntry], RateCounts]:
         """The session's history and the agent's rate counts for the decision (none for a revoked call)."""
-        if self.facts is None or revoked:
+        if revoked:
             return [], RateCounts()
         history = self.facts.known_history(session_id)
         if history is None:

@@ -78,7 +78,7 @@ class AgentCreated(AgentPublic):
 
 
 def _admin(gateway: GatewayDep) -> AgentAdmin:
-    return AgentAdmin(gateway.engine)
+    return AgentAdmin(gateway.database)
 
 
 def _unknown(agent_id: str) -> Problem:
@@ -158,8 +158,5 @@ async def _apply(agent_id: str, changes: AgentChanges, admin_id: str, gateway: G
         raise _unknown(agent_id)
     gateway.principals.forget(agent_id)
     if changes.disabled:
-        for session_id in await asyncio.to_thread(gateway.sessions.active_ids, agent_id):
-            session = await gateway.sessions.get(session_id)
-            if session is not None:
-                await gateway.end_session(session, admin_id)
+        await gateway.lifecycle.end_all_of(agent_id, admin_id)
     return AgentPublic.of(row)

@@ -132,7 +132,7 @@ async def list_audit(
         raise Problem(400, "bad-cursor", "Bad cursor",
                       "The cursor is not one this API issued; pass next_cursor from a previous page.") from exc
     wanted.limit, wanted.descending = limit, order == "desc"
-    page = await asyncio.to_thread(query_audit, gateway.engine, wanted)
+    page = await asyncio.to_thread(query_audit, gateway.database, wanted)
     return AuditPage(records=[AuditRecordPublic.model_validate(record_document(row, page.statuses[row.seq]))
                               for row in page.records], next_cursor=page.next_cursor)
 
@@ -141,7 +141,7 @@ async def list_audit(
 async def audit_counts(_admin: AdminPrincipal, gateway: GatewayDep, wanted: AuditQuery,
                        bucket: Bucket = "hour", by: GroupBy = "decision") -> AuditStats:
     """Counts per time bucket: decisions by allow/deny, tool or agent, or all records by kind."""
-    counts = await asyncio.to_thread(audit_stats, gateway.engine, wanted, bucket, by)
+    counts = await asyncio.to_thread(audit_stats, gateway.database, wanted, bucket, by)
     return AuditStats(bucket=bucket, by=by, counts=[BucketCountPublic(start=c.start, key=c.key, count=c.count)
                                                     for c in counts])
 
@@ -155,7 +155,7 @@ def export_audit(_admin: AdminPrincipal, gateway: GatewayDep, wanted: AuditQuery
                  fmt: Annotated[ExportFormat, Query(alias="format")] = "jsonl") -> StreamingResponse:
     """Every matching record, streamed in chain order as JSON Lines, CSV or OPA decision-log events."""
     extension = "csv" if fmt == "csv" else "jsonl"
-    return StreamingResponse(export_chunks(gateway.engine, wanted, fmt), media_type=MEDIA_TYPES[fmt],
+    return StreamingResponse(export_chunks(gateway.database, wanted, fmt), media_type=MEDIA_TYPES[fmt],
                              headers={"Content-Disposition": f'attachment; filename="bastion-audit-{fmt}.{extension}"'})
 
 

@@ -140,8 +140,6 @@ class AnnotationPublic(BaseModel):
 
 def _status(gateway: Gateway) -> DetectorStatus:
     detector, worker, watcher = gateway.detector, gateway.worker, gateway.watcher
-    if detector is None or worker is None or watcher is None:
-        raise Problem(503, "detector-unavailable", "Detector not started", "The gateway is still starting; retry.")
     controls = gateway.detector_controls
     return DetectorStatus(
         mode=controls.global_mode, agent_modes=controls.agent_modes(), responses=dict(detector.responses),
@@ -187,8 +185,6 @@ async def clear_agent_mode(agent_id: str, admin: AdminPrincipal, gateway: Gatewa
 @router.post("/reload")
 async def reload_checkpoint(admin: AdminPrincipal, gateway: GatewayDep) -> dict[str, Any]:
     """Load the checkpoint file now and hot-swap it in (the gateway also notices a new file by itself)."""
-    if gateway.watcher is None:
-        raise Problem(503, "detector-unavailable", "Detector not started", "The gateway is still starting; retry.")
     try:
         return await gateway.watcher.reload(f"admin {admin.id}")
     except ValueError as exc:

@@ -24,6 +24,6 @@ async def readyz(gateway: GatewayDep) -> JSONResponse:
     ready, size = gateway.sandbox.pool
     worker = gateway.worker
     detector = {"scoring_failures": worker.failures, "unjudged_events": worker.unjudged,
-                "last_scoring_error": worker.last_error} if worker is not None else {}
+                "last_scoring_error": worker.last_error}
     return JSONResponse({"ready": readiness.ready, "checks": checks, "warm_pool": {"ready": ready, "size": size},
                          "detector": detector}, status_code=200 if readiness.ready else 503)

@@ -155,12 +155,11 @@ async def create_session(agent: CurrentAgent, gateway: GatewayDep, request: Requ
 
     async def produce() -> StoredAnswer:
         limits = wanted.limits.model_dump(exclude_none=True) if wanted.limits is not None else None
-        live = await gateway.create_session(agent, wanted.labels, wanted.runtime, limits)
+        live = await gateway.lifecycle.create(agent, wanted.labels, wanted.runtime, limits)
         return StoredAnswer(201, SessionPublic.of(live).model_dump(mode="json"))
 
     if idempotency_key is None:
         return (await produce()).response()
-    assert gateway.idempotency is not None
     digest = fingerprint("POST", request.url.path, wanted.model_dump(mode="json"))
     return await gateway.idempotency.run(agent.id, idempotency_key, digest, produce)
 
@@ -174,7 +173,7 @@ async def get_session(owned: OwnedSession) -> SessionPublic:
 @router.delete("/{session_id}", status_code=204)
 async def delete_session(owned: OwnedSession, gateway: GatewayDep) -> Response:
     """End the session and remove its container."""
-    await gateway.end_session(owned.session, owned.agent.id)
+    await gateway.lifecycle.end(owned.session, owned.agent.id)
     return Response(status_code=204)
 
 
@@ -194,7 +193,6 @@ async def call_tool(body: CallRequest, owned: OwnedSession, request: Request,
     A denial is a 403 problem with the policy's `reasons` and the `call_id` under which it was audited."""
     gateway, agent, session = gateway_of(request), owned.agent, owned.session
     pipeline = gateway.pipeline
-    assert pipeline is not None
 
     async def produce() -> StoredAnswer:
         _require_active(session)
@@ -205,7 +203,6 @@ async def call_tool(body: CallRequest, owned: OwnedSession, request: Request,
 
     if idempotency_key is None:
         return (await produce()).response()
-    assert gateway.idempotency is not None
     digest = fingerprint("POST", request.url.path, body.model_dump(mode="json"))
     return await gateway.idempotency.run(agent.id, idempotency_key, digest, produce)
 
@@ -231,7 +228,6 @@ async def stream_call(body: CallRequest, owned: OwnedSession, request: Request) 
     gateway, agent, session = gateway_of(request), owned.agent, owned.session
     _require_active(session)
     pipeline = gateway.pipeline
-    assert pipeline is not None
     stream = CallStream(lambda outcome: CallResponse.of(outcome).model_dump(mode="json"))
     call = asyncio.create_task(pipeline.call(agent, session, body.tool, body.args,
                                              _request_meta(request, "rest-stream"), observer=stream))

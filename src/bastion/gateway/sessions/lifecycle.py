@@ -1,0 +1,113 @@
+"""A session's life: created with its container, ended by its agent or an admin, expired by the sandbox."""
+
+import asyncio
+from collections.abc import Callable
+
+from bastion.gateway.agents.principals import PrincipalView
+from bastion.gateway.api.problems import Problem
+from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.calls.facts import CallFacts
+from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.db.tables import SandboxSession
+from bastion.gateway.keys import new_id
+from bastion.gateway.revocations.enforcer import Enforcer
+from bastion.gateway.revocations.store import RevocationStore
+from bastion.gateway.sessions.store import LiveSession, SessionStore
+from bastion.sandbox.runtime import SandboxRuntime
+from bastion.sandbox.types import SandboxError, SandboxLimits, SessionSpec
+
+
+class SessionLifecycle:
+    """Creates sessions and their containers, and ends them: every end drops the call facts and detector state
+    it held (`forget`) and is audited."""
+
+    def __init__(self, sessions: SessionStore, sandbox: SandboxRuntime, audit: AuditLog, revocations: RevocationStore,
+                 enforcer: Enforcer, limiter: RateLimiter, facts: CallFacts, limits: SandboxLimits,
+                 default_runtime: str, forget: Callable[[str], None]) -> None:
+        self._sessions = sessions
+        self._sandbox = sandbox
+        self._audit = audit
+        self._revocations = revocations
+        self._enforcer = enforcer
+        self._limiter = limiter
+        self._facts = facts
+        self._limits = limits
+        self._default_runtime = default_runtime
+        self._forget = forget
+
+    async def create(self, agent: PrincipalView, labels: dict[str, str], runtime: str | None = None,
+                     limits: dict[str, float] | None = None) -> LiveSession:
+        """Create a session and its container; refused for a revoked or rate-limited agent.
+
+        `runtime` picks the tier (default `BASTION_SANDBOX_RUNTIME`); `limits` may tighten the container's
+        `memory_mb`, `cpus` and `pids` below the gateway's, never loosen them."""
+        self._limiter.take(agent.id)
+        tier = runtime or self._default_runtime
+        offered = self._sandbox.runtimes
+        if tier not in offered:
+            raise Problem(422, "unknown-runtime", "Unknown runtime tier",
+                          f"The runtime tier {tier!r} is not offered by this gateway's Docker engine; choose one of "
+                          f"{', '.join(sorted(offered))}.", runtime=tier)
+        container_limits = self._container_limits(limits or {})
+        data = await asyncio.to_thread(self._revocations.policy_data)
+        if agent.id in data["agents"] or self._enforcer.agent_revoked(agent.id):
+            raise Problem(403, "denied", "Agent revoked",
+                          "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
+                          reasons=["revoked"])
+        row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels, runtime=tier,
+                             limits=container_limits)
+        live = await asyncio.to_thread(self._sessions.insert, row)
+        self._facts.started(row.id)
+        spec = SessionSpec(session_id=row.id, agent_id=agent.id, runtime=tier,
+                           limits=self._limits.model_copy(update=container_limits),
+                           labels={f"bastion.label.{k}": v for k, v in labels.items()})
+        try:
+            container_id = await self._sandbox.create(spec)
+        except SandboxError as exc:
+            await asyncio.to_thread(self._sessions.end, row.id, "failed", str(exc))
+            raise Problem(503, "sandbox-unavailable", "Sandbox unavailable",
+                          f"The session's container could not be started: {exc}. Check the Docker engine "
+                          "(GET /readyz) and retry.") from exc
+        await asyncio.to_thread(self._sessions.update, row.id, status="active", container_id=container_id)
+        await asyncio.to_thread(self._audit.append, [AuditEntry(
+            kind="session_created", agent_id=agent.id, session_id=row.id,
+            result={"container_id": container_id, "labels": labels, "runtime": tier, "limits": container_limits})])
+        return live
+
+    def _container_limits(self, asked: dict[str, float]) -> dict[str, float]:
+        """The session container's memory, CPU and process limits: the gateway's, tightened where asked."""
+        ceiling = {"memory_mb": self._limits.memory_mb, "cpus": self._limits.cpus, "pids": self._limits.pids}
+        looser = [f"{name} {value:g} (this gateway's limit is {ceiling[name]:g})"
+                  for name, value in asked.items() if value > ceiling[name]]
+        if looser:
+            raise Problem(422, "limits-too-loose", "Session limits above the gateway's",
+                          "A session may only tighten its container's limits: " + "; ".join(looser) + ".")
+        return {**ceiling, **asked}
+
+    async def expired(self, session_id: str, reason: str) -> None:
+        """The sandbox removed an idle or too-old session's container: end the session and audit it."""
+        session = await self._sessions.get(session_id)
+        await self._mark_ended(session_id, session.agent_id if session else None, f"expired: {reason}",
+                               {"by": "sandbox", "reason": f"expired: {reason}"})
+
+    async def end(self, session: LiveSession, by: str) -> None:
+        """Remove the session's container and mark it ended (a revoked or failed session keeps its status)."""
+        await self._sandbox.kill(session.id)
+        if session.status in {"ended", "revoked", "failed"}:
+            return
+        await self._mark_ended(session.id, session.agent_id, f"ended by {by}", {"by": by})
+
+    async def end_all_of(self, agent_id: str, by: str) -> None:
+        """End every live session of an agent (it was disabled), each audited."""
+        for session_id in await asyncio.to_thread(self._sessions.active_ids, agent_id):
+            session = await self._sessions.get(session_id)
+            if session is not None:
+                await self.end(session, by)
+
+    async def _mark_ended(self, session_id: str, agent_id: str | None, reason: str, record: dict[str, str]) -> None:
+        """Mark a session ended, drop what was kept about it, and audit why."""
+        await asyncio.to_thread(self._sessions.end, session_id, "ended", reason)
+        self._forget(session_id)
+        self._facts.forget(session_id)
+        await self._audit.append_async([AuditEntry(kind="session_ended", agent_id=agent_id, session_id=session_id,
+                                                   result=record)])
