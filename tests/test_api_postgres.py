@@ -2,8 +2,8 @@
 
 import pytest
 
+from bastion.gateway.api.idempotency import IdempotencyStore, StoredAnswer
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.calls.idempotency import IdempotencyStore, StoredAnswer
 from bastion.gateway.db.engine import make_engine, migrate
 from bastion.gateway.tools.catalog import ToolCatalog
 from bastion.gateway.tools.custom import CustomToolSpec

@@ -9,8 +9,9 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bastion.gateway.api.problems import Problem
+from bastion.gateway.api.problems import as_problem
 from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.errors import GatewayError
 from bastion_client import BastionClient, RateLimited
 from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
@@ -30,14 +31,16 @@ def test_bucket_refills_and_a_refusal_takes_no_token() -> None:
     limiter = RateLimiter(agent_per_minute=60, agent_burst=2, tool_per_minute={"fs.list": 30}, tool_burst=1,
                           clock=clock)
     limiter.take("a", "fs.list")
-    with pytest.raises(Problem) as tool_refusal:
+    with pytest.raises(GatewayError) as tool_refusal:
         limiter.take("a", "fs.list")
-    assert tool_refusal.value.status == 429 and tool_refusal.value.headers == {"Retry-After": "2"}
+    problem = as_problem(tool_refusal.value)
+    assert problem.status == 429 and problem.headers == {"Retry-After": "2"}
     assert tool_refusal.value.extra["scope"] == "tool"
     limiter.take("a", "fs.read")
-    with pytest.raises(Problem) as agent_refusal:
+    with pytest.raises(GatewayError) as agent_refusal:
         limiter.take("a", "fs.read")
-    assert agent_refusal.value.extra["scope"] == "agent" and agent_refusal.value.headers == {"Retry-After": "1"}
+    assert agent_refusal.value.extra["scope"] == "agent"
+    assert as_problem(agent_refusal.value).headers == {"Retry-After": "1"}
     limiter.take("b", "fs.list")
     clock.now += 1.0
     limiter.take("a", "fs.read")

@@ -2,6 +2,7 @@
 
 import gc
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -261,3 +262,13 @@ def test_a_served_gateway_takes_its_startup_heap_out_of_the_collectors_reach(
         running.stop()
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_every_kind_the_domain_raises_has_an_http_status() -> None:
+    """The domain names refusals by kind; the API must know the status of each one it can meet."""
+    from bastion.gateway.api.problems import STATUS_OF_KIND
+
+    raised = set()
+    for path in (Path(__file__).resolve().parents[1] / "src" / "bastion").rglob("*.py"):
+        raised.update(re.findall(r'GatewayError\(\s*"([a-z-]+)"', path.read_text()))
+    assert raised and raised <= set(STATUS_OF_KIND), sorted(raised - set(STATUS_OF_KIND))

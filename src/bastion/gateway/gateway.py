@@ -13,13 +13,13 @@ from bastion.detector.canary import CanaryFailed, run_canary
 from bastion.detector.scorer import Detector
 from bastion.detector.worker import DetectorWorker
 from bastion.gateway.agents.principals import PrincipalStore
+from bastion.gateway.api.idempotency import IdempotencyStore
 from bastion.gateway.audit.log import AuditLog
 from bastion.gateway.audit.redaction import AuditRedactor
 from bastion.gateway.calls.approvals import ApprovalDesk
 from bastion.gateway.calls.arguments import ArgumentLimits
 from bastion.gateway.calls.egress import EgressGrants
 from bastion.gateway.calls.facts import CallFacts
-from bastion.gateway.calls.idempotency import IdempotencyStore
 from bastion.gateway.calls.pipeline import CallPipeline
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.db.engine import make_engine, migrate

@@ -24,7 +24,6 @@ from bastion.gateway.api.routes import (
     sessions,
     tools,
 )
-from bastion.gateway.calls.approvals import install_approval_handler
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.settings import Settings
 
@@ -60,7 +59,6 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
 
     app = FastAPI(title="bastion", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
-    install_approval_handler(app)
     for module in (sessions, health, agents, tools, audit, revocations, policies, approvals, detector):
         app.include_router(module.router)  # sessions first: FastAPI tries the routers in order on every request
     app.add_route("/mcp", mcp, include_in_schema=False)

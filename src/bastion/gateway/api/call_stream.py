@@ -5,8 +5,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from bastion.gateway.api.problems import Problem
+from bastion.gateway.api.problems import Problem, as_problem
 from bastion.gateway.calls.pipeline import CallOutcome
+from bastion.gateway.errors import GatewayError
 from bastion.policy.types import Decision
 from bastion.sandbox.types import RunChunk
 
@@ -51,8 +52,8 @@ class CallStream:
                 call.cancel()
         try:
             outcome = call.result()
-        except Problem as problem:
-            yield _line({"type": "error", "problem": problem.body()})
+        except (Problem, GatewayError) as error:
+            yield _line({"type": "error", "problem": as_problem(error).body()})
             return
         yield _line({"type": "result", **self._render_result(outcome)})
 

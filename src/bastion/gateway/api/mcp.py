@@ -21,9 +21,10 @@ from starlette.types import Message, Receive, Scope, Send
 
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.api.deps import get_agent, get_principal
-from bastion.gateway.api.problems import Problem, problem_response
+from bastion.gateway.api.problems import Problem, as_problem, problem_response
 from bastion.gateway.calls.approvals import ApprovalPending
 from bastion.gateway.calls.pipeline import CallOutcome
+from bastion.gateway.errors import GatewayError
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.sessions.store import LiveSession
 from bastion.gateway.tools.builtin import Tool
@@ -143,8 +144,8 @@ class McpEndpoint:
             started = time.perf_counter()
             outcome = await pipeline.call(agent, session, params.name, dict(params.arguments or {}), meta)
             pipeline_ms = (time.perf_counter() - started) * 1000
-        except Problem as problem:
-            return _problem_result(problem)
+        except (Problem, GatewayError) as error:
+            return _problem_result(as_problem(error))
         except ApprovalPending as pending:
             return _pending_result(pending)
         return _outcome_result(outcome, session.id, pipeline_ms)

@@ -1,5 +1,8 @@
-"""RFC 9457 problem details: every error a user sees says what was wrong and what to do."""
+"""RFC 9457 problem details: every error a user sees says what was wrong and what to do.
 
+The domain raises `GatewayError`s with a kind; the HTTP status of each kind is chosen here, and only here."""
+
+import math
 from typing import Any
 
 import structlog
@@ -7,6 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bastion.gateway.calls.approvals import ApprovalPending
+from bastion.gateway.errors import GatewayError
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger()
@@ -30,6 +36,25 @@ class Problem(Exception):
                 "status": self.status, "detail": self.detail, **self.extra}
 
 
+STATUS_OF_KIND: dict[str, int] = {
+    "invalid-arguments": 422, "invalid-argument-value": 422, "arguments-too-deep": 422, "arguments-too-large": 413,
+    "unknown-tool": 422, "unknown-runtime": 422, "limits-too-loose": 422,
+    "denied": 403, "obligations-unmet": 403, "approval-denied": 403,
+    "unknown-approval": 404, "approval-not-pending": 409,
+    "rate-limited": 429,
+    "detector-unavailable": 503, "detector-backlog": 503, "sandbox-unavailable": 503, "audit-unavailable": 503,
+}
+"""The HTTP status of each kind of GatewayError."""
+
+
+def as_problem(error: Problem | GatewayError) -> Problem:
+    """The problem document of a domain error (a Problem is already one); `retry_after_s` becomes Retry-After."""
+    if isinstance(error, Problem):
+        return error
+    headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s)))} if error.retry_after_s is not None else {}
+    return Problem(STATUS_OF_KIND[error.kind], error.kind, error.title, error.detail, headers=headers, **error.extra)
+
+
 def problem_response(problem: Problem) -> JSONResponse:
     """Render a problem with its media type and headers."""
     return JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON,
@@ -42,8 +67,13 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Problem)
-    return problem_response(exc)
+    assert isinstance(exc, Problem | GatewayError)
+    return problem_response(as_problem(exc))
+
+
+async def _on_pending(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApprovalPending)
+    return JSONResponse(exc.body(), status_code=202, headers={"Location": f"/v1/approvals/{exc.approval.id}"})
 
 
 async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
@@ -78,8 +108,10 @@ async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Route every error through problem details."""
+    """Route every error through problem details (a held call answers 202 with its approval)."""
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(GatewayError, _on_problem)
+    app.add_exception_handler(ApprovalPending, _on_pending)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)

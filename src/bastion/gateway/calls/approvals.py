@@ -11,14 +11,12 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from bastion.gateway.api.problems import Problem
 from bastion.gateway.audit.log import AuditEntry, AuditLog
 from bastion.gateway.db.tables import Approval, utcnow
+from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
 from bastion.policy.obligations import ApprovalRequirement
 
@@ -57,7 +55,8 @@ class ApprovalDesk:
 
     async def admit(self, agent_id: str, session_id: str, tool: str, args: dict[str, Any], call_id: str,
                     requirement: ApprovalRequirement, revision: str) -> Approval:
-        """The approval this call consumes; ApprovalPending while none is granted, a 403 Problem if denied."""
+        """The approval this call consumes; ApprovalPending while none is granted, GatewayError (approval-denied)
+        if denied."""
         digest = args_digest(tool, args)
         outcome, approval = await asyncio.to_thread(self._admit, agent_id, session_id, tool, digest, call_id,
                                                     requirement, revision)
@@ -66,7 +65,7 @@ class ApprovalDesk:
             await self._record("approval_used", approval, call_id, {**base, "used_by_call": call_id})
             return approval
         if outcome == DENIED:
-            raise Problem(403, "approval-denied", "Approval denied",
+            raise GatewayError("approval-denied", "Approval denied",
                           f"An admin denied this exact call ({approval.decided_by}: {approval.note or 'no note'}).",
                           approval_id=approval.id, call_id=call_id, reasons=["approval denied"])
         if outcome == "created":
@@ -142,7 +141,7 @@ class ApprovalDesk:
             self._expire(db)
             row = db.get(Approval, approval_id)
             if row is None:
-                raise Problem(404, "unknown-approval", "Unknown approval",
+                raise GatewayError("unknown-approval", "Unknown approval",
                               f"No approval {approval_id!r}. GET /v1/approvals?status=pending lists them.")
             changed = db.exec(update(Approval)  # type: ignore[call-overload]
                               .where(col(Approval.id) == approval_id, col(Approval.status) == PENDING)
@@ -151,7 +150,7 @@ class ApprovalDesk:
             db.commit()
             db.refresh(row)
             if changed.rowcount != 1:
-                raise Problem(409, "approval-not-pending", "Approval not pending",
+                raise GatewayError("approval-not-pending", "Approval not pending",
                               f"Approval {approval_id} is {row.status}; only pending approvals can be answered.")
             return row
 
@@ -177,13 +176,3 @@ class ApprovalDesk:
             kind=kind, call_id=call_id, agent_id=approval.agent_id, session_id=approval.session_id,
             tool=approval.tool, result=result, policy_revision=approval.policy_revision)])
 
-
-def install_approval_handler(app: FastAPI) -> None:
-    """Answer ApprovalPending as 202 with the approval (and where to poll it)."""
-
-    async def on_pending(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApprovalPending)
-        return JSONResponse(exc.body(), status_code=202,
-                            headers={"Location": f"/v1/approvals/{exc.approval.id}"})
-
-    app.add_exception_handler(ApprovalPending, on_pending)

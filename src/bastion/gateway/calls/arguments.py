@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.gateway.api.problems import Problem
+from bastion.gateway.errors import GatewayError
 
 
 def reject_constant(name: str) -> Any:
@@ -38,19 +38,19 @@ class ArgumentLimits:
     max_depth: int
 
     def check(self, tool: str, args: dict[str, Any]) -> None:
-        """Raise a Problem when `args` are too large, too deep, or hold values JSON cannot carry."""
+        """Raise a GatewayError when `args` are too large, too deep, or hold values JSON cannot carry."""
         depth = json_depth(args)
         if depth > self.max_depth:
-            raise Problem(422, "arguments-too-deep", "Arguments nested too deeply",
+            raise GatewayError("arguments-too-deep", "Arguments nested too deeply",
                           f"Arguments for {tool} nest {depth} levels deep; the limit is {self.max_depth} "
                           "(BASTION_MAX_ARGS_DEPTH).", tool=tool)
         try:
             size = len(json.dumps(args, ensure_ascii=False, allow_nan=False).encode("utf-8"))
         except ValueError as exc:
-            raise Problem(422, "invalid-argument-value", "Invalid argument value",
+            raise GatewayError("invalid-argument-value", "Invalid argument value",
                           f"Arguments for {tool} hold a value JSON cannot carry: {exc}. "
                           "Send finite numbers and valid Unicode text.", tool=tool) from exc
         if size > self.max_bytes:
-            raise Problem(413, "arguments-too-large", "Arguments too large",
+            raise GatewayError("arguments-too-large", "Arguments too large",
                           f"Arguments for {tool} are {size} bytes as JSON; the limit is {self.max_bytes} "
                           "(BASTION_MAX_ARGS_BYTES).", tool=tool, limit_bytes=self.max_bytes)

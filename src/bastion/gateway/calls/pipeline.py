@@ -13,7 +13,6 @@ import structlog
 
 from bastion.detector.types import Event
 from bastion.gateway.agents.principals import PrincipalView
-from bastion.gateway.api.problems import Problem
 from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError
 from bastion.gateway.audit.redaction import AuditRedactor
 from bastion.gateway.calls.approvals import ApprovalDesk
@@ -25,6 +24,7 @@ from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.detection.barrier import DetectorGate
 from bastion.gateway.detection.feed import CallFeatures, DetectorFeed
 from bastion.gateway.detection.risk import RiskBoard
+from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
 from bastion.gateway.sessions.store import LiveSession, SessionStore
 from bastion.gateway.tools.builtin import Tool, schema_errors
@@ -119,7 +119,7 @@ class CallPipeline:
         """The tool named `name`, or a 422 that lists the known ones."""
         tool = self.tools.get(name)
         if tool is None:
-            raise Problem(422, "unknown-tool", "Unknown tool",
+            raise GatewayError("unknown-tool", "Unknown tool",
                           f"No tool named {name!r}. Known tools: {', '.join(sorted(self.tools))} "
                           "(GET /v1/tools lists them with their schemas).", tool=name)
         return tool
@@ -127,12 +127,12 @@ class CallPipeline:
     async def call(self, principal: PrincipalView, session: LiveSession, tool_name: str,
                    args: dict[str, Any], request_meta: dict[str, Any],
                    observer: CallObserver | None = None) -> CallOutcome:
-        """Authorize, contain, audit and publish one call; raise a Problem for every refusal."""
+        """Authorize, contain, audit and publish one call; raise a GatewayError for every refusal."""
         tool = self.tool(tool_name)
         self.arg_limits.check(tool.name, args)
         errors = schema_errors(tool, args)
         if errors:
-            raise Problem(422, "invalid-arguments", "Invalid tool arguments",
+            raise GatewayError("invalid-arguments", "Invalid tool arguments",
                           f"Arguments for {tool.name} do not match its schema: "
                           + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                           errors=errors, tool=tool.name)
@@ -142,14 +142,14 @@ class CallPipeline:
         if not await self.gate.wait(principal.id, self.barrier_timeout_s):
             error = self.events.unjudged_error(principal.id)
             if error is not None:
-                raise Problem(503, "detector-unavailable", "Detector could not judge earlier calls",
+                raise GatewayError("detector-unavailable", "Detector could not judge earlier calls",
                               f"The detector failed to score earlier calls of this agent ({error}), so nothing was "
                               "run (fail closed). It retries every second; GET /readyz and GET /v1/detector show "
                               "the failure. Retry once they report the detector healthy.",
-                              call_id=call_id, headers={"Retry-After": "1"})
-            raise Problem(503, "detector-backlog", "Detector backlog",
+                              call_id=call_id, retry_after_s=1)
+            raise GatewayError("detector-backlog", "Detector backlog",
                           "Earlier calls of this agent are still being judged; nothing was run. Retry shortly.",
-                          call_id=call_id, headers={"Retry-After": "1"})
+                          call_id=call_id, retry_after_s=1)
         self.in_flight += 1
         try:
             return await self._decide_and_run(principal, session, tool, args, request_meta, call_id, observer)
@@ -187,7 +187,7 @@ class CallPipeline:
         if not decision.allow:
             self._publish(principal, session, tool, features, call_id, decision, None)
             log.info("call denied", tool=tool.name, reasons=decision.reasons)
-            raise Problem(403, "denied", "Call denied by policy",
+            raise GatewayError("denied", "Call denied by policy",
                           "Policy denied this call: " + "; ".join(decision.reasons),
                           reasons=decision.reasons, call_id=call_id, policy_revision=decision.revision)
         obligations = parse_obligations(decision.obligations)
@@ -222,7 +222,7 @@ class CallPipeline:
                 tool=tool.name, allow=True, reasons=[f"sandbox error: {exc}"],
                 result={"error": str(exc), "duration_ms": (time.perf_counter() - started) * 1000},
                 policy_revision=decision.revision), call_id)
-            raise Problem(503, "sandbox-unavailable", "Sandbox unavailable",
+            raise GatewayError("sandbox-unavailable", "Sandbox unavailable",
                           f"The call was authorized but could not run: {exc}. Create a new session.",
                           call_id=call_id) from exc
         session.call_count += 1
@@ -246,7 +246,7 @@ class CallPipeline:
             policy_revision=decision.revision), call_id)
         refused = decision.model_copy(update={"allow": False, "reasons": reasons})
         self._publish(principal, session, tool, features, call_id, refused, None)
-        raise Problem(403, "obligations-unmet", "Session cannot meet the policy's obligations",
+        raise GatewayError("obligations-unmet", "Session cannot meet the policy's obligations",
                       "Policy allowed this call only under conditions this session's container does not meet; "
                       "nothing was run: " + "; ".join(reasons), reasons=reasons, call_id=call_id,
                       policy_revision=decision.revision)
@@ -310,7 +310,7 @@ class CallPipeline:
                       "as incomplete. Check the database before retrying." if ran else
                       "The audit log could not record this call, so nothing was run (fail closed). "
                       "Check the database and retry.")
-            raise Problem(503, "audit-unavailable", "Audit store unavailable", detail, call_id=call_id) from exc
+            raise GatewayError("audit-unavailable", "Audit store unavailable", detail, call_id=call_id) from exc
 
     def _publish(self, principal: PrincipalView, session: LiveSession, tool: Tool, features: CallFeatures,
                  call_id: str, decision: Decision, result: RunResult | None) -> asyncio.Future[object]:

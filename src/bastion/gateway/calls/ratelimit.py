@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bastion.gateway.api.problems import Problem
+from bastion.gateway.errors import GatewayError
 
 ANY_TOOL = "*"
 _PRUNE_EVERY = 4096
@@ -48,7 +48,8 @@ class RateLimiter:
         self._takes = 0
 
     def take(self, agent_id: str, tool: str | None = None) -> None:
-        """Take one token for the agent (and for the tool, when it has a limit), or raise a 429 Problem."""
+        """Take one token for the agent (and for the tool, when it has a limit), or raise GatewayError
+        (rate-limited)."""
         now = self._clock()
         buckets = [self._bucket((agent_id, None), self._agent_rate, self._agent_burst, now)]
         tool_rate = self._tool_rates.get(tool or "", self._tool_rates.get(ANY_TOOL)) if tool else None
@@ -78,7 +79,7 @@ class RateLimiter:
             if bucket.tokens >= bucket.burst:
                 del self._buckets[key]
 
-    def _refused(self, which: str, tool: str | None, wait_s: float) -> Problem:
+    def _refused(self, which: str, tool: str | None, wait_s: float) -> GatewayError:
         retry_after = max(1, math.ceil(wait_s))
         if which == "tool":
             per_minute = self._tool_rates.get(tool or "", self._tool_rates.get(ANY_TOOL, 0)) * 60
@@ -87,5 +88,5 @@ class RateLimiter:
         else:
             detail = (f"This agent is making calls faster than its limit of {self._agent_rate * 60:g} per minute "
                       f"(BASTION_RATE_LIMIT_AGENT_PER_MINUTE). Retry after {retry_after} s.")
-        return Problem(429, "rate-limited", "Rate limited", detail, scope=which, tool=tool,
-                       retry_after_s=round(wait_s, 3), headers={"Retry-After": str(retry_after)})
+        return GatewayError("rate-limited", "Rate limited", detail, scope=which, tool=tool,
+                       retry_after_s=round(wait_s, 3))

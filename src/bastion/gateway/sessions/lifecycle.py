@@ -4,11 +4,11 @@ import asyncio
 from collections.abc import Callable
 
 from bastion.gateway.agents.principals import PrincipalView
-from bastion.gateway.api.problems import Problem
 from bastion.gateway.audit.log import AuditEntry, AuditLog
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.db.tables import SandboxSession
+from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
 from bastion.gateway.revocations.enforcer import Enforcer
 from bastion.gateway.revocations.store import RevocationStore
@@ -45,13 +45,13 @@ class SessionLifecycle:
         tier = runtime or self._default_runtime
         offered = self._sandbox.runtimes
         if tier not in offered:
-            raise Problem(422, "unknown-runtime", "Unknown runtime tier",
+            raise GatewayError("unknown-runtime", "Unknown runtime tier",
                           f"The runtime tier {tier!r} is not offered by this gateway's Docker engine; choose one of "
                           f"{', '.join(sorted(offered))}.", runtime=tier)
         container_limits = self._container_limits(limits or {})
         data = await asyncio.to_thread(self._revocations.policy_data)
         if agent.id in data["agents"] or self._enforcer.agent_revoked(agent.id):
-            raise Problem(403, "denied", "Agent revoked",
+            raise GatewayError("denied", "Agent revoked",
                           "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
                           reasons=["revoked"])
         row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels, runtime=tier,
@@ -65,7 +65,7 @@ class SessionLifecycle:
             container_id = await self._sandbox.create(spec)
         except SandboxError as exc:
             await asyncio.to_thread(self._sessions.end, row.id, "failed", str(exc))
-            raise Problem(503, "sandbox-unavailable", "Sandbox unavailable",
+            raise GatewayError("sandbox-unavailable", "Sandbox unavailable",
                           f"The session's container could not be started: {exc}. Check the Docker engine "
                           "(GET /readyz) and retry.") from exc
         await asyncio.to_thread(self._sessions.update, row.id, status="active", container_id=container_id)
@@ -80,7 +80,7 @@ class SessionLifecycle:
         looser = [f"{name} {value:g} (this gateway's limit is {ceiling[name]:g})"
                   for name, value in asked.items() if value > ceiling[name]]
         if looser:
-            raise Problem(422, "limits-too-loose", "Session limits above the gateway's",
+            raise GatewayError("limits-too-loose", "Session limits above the gateway's",
                           "A session may only tighten its container's limits: " + "; ".join(looser) + ".")
         return {**ceiling, **asked}
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from bastion.gateway.api.call_stream import NDJSON, CallStream
 from bastion.gateway.api.deps import CurrentAgent, GatewayDep, OwnedSession, gateway_of, records_settled
+from bastion.gateway.api.idempotency import StoredAnswer, fingerprint
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.calls.idempotency import StoredAnswer, fingerprint
 from bastion.gateway.calls.pipeline import CallOutcome
 from bastion.gateway.sessions.store import LiveSession
 

@@ -22,8 +22,9 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from bastion.gateway.api.problems import PROBLEM_JSON, Problem
+from bastion.gateway.api.problems import PROBLEM_JSON, Problem, as_problem
 from bastion.gateway.db.tables import IdempotencyRecord
+from bastion.gateway.errors import GatewayError
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotency-Replayed"
@@ -81,7 +82,8 @@ class IdempotencyStore:
             return stored.response(replayed=True)
         try:
             answer = await produce()
-        except Problem as problem:
+        except (Problem, GatewayError) as error:
+            problem = as_problem(error)
             answer = StoredAnswer(problem.status, problem.body(), PROBLEM_JSON, dict(problem.headers))
         except BaseException:
             await asyncio.shield(asyncio.to_thread(self._release, principal_id, key))
