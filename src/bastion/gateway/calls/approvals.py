@@ -65,9 +65,10 @@ class ApprovalDesk:
             await self._record("approval_used", approval, call_id, {**base, "used_by_call": call_id})
             return approval
         if outcome == DENIED:
+            note = approval.note or "no note"
             raise GatewayError("approval-denied", "Approval denied",
-                          f"An admin denied this exact call ({approval.decided_by}: {approval.note or 'no note'}).",
-                          approval_id=approval.id, call_id=call_id, reasons=["approval denied"])
+                               f"An admin denied this exact call ({approval.decided_by}: {note}).",
+                               approval_id=approval.id, call_id=call_id, reasons=["approval denied"])
         if outcome == "created":
             await self._record("approval_requested", approval, call_id,
                                {**base, "reason": approval.reason, "expires_at": approval.expires_at.isoformat()})
@@ -142,7 +143,7 @@ class ApprovalDesk:
             row = db.get(Approval, approval_id)
             if row is None:
                 raise GatewayError("unknown-approval", "Unknown approval",
-                              f"No approval {approval_id!r}. GET /v1/approvals?status=pending lists them.")
+                                   f"No approval {approval_id!r}. GET /v1/approvals?status=pending lists them.")
             changed = db.exec(update(Approval)  # type: ignore[call-overload]
                               .where(col(Approval.id) == approval_id, col(Approval.status) == PENDING)
                               .values(status=APPROVED if approve else DENIED, decided_by=by, decided_at=utcnow(),
@@ -151,7 +152,7 @@ class ApprovalDesk:
             db.refresh(row)
             if changed.rowcount != 1:
                 raise GatewayError("approval-not-pending", "Approval not pending",
-                              f"Approval {approval_id} is {row.status}; only pending approvals can be answered.")
+                                   f"Approval {approval_id} is {row.status}; only pending approvals can be answered.")
             return row
 
     def get(self, approval_id: str) -> Approval | None:

@@ -42,15 +42,15 @@ class ArgumentLimits:
         depth = json_depth(args)
         if depth > self.max_depth:
             raise GatewayError("arguments-too-deep", "Arguments nested too deeply",
-                          f"Arguments for {tool} nest {depth} levels deep; the limit is {self.max_depth} "
-                          "(BASTION_MAX_ARGS_DEPTH).", tool=tool)
+                               f"Arguments for {tool} nest {depth} levels deep; the limit is {self.max_depth} "
+                               "(BASTION_MAX_ARGS_DEPTH).", tool=tool)
         try:
             size = len(json.dumps(args, ensure_ascii=False, allow_nan=False).encode("utf-8"))
         except ValueError as exc:
             raise GatewayError("invalid-argument-value", "Invalid argument value",
-                          f"Arguments for {tool} hold a value JSON cannot carry: {exc}. "
-                          "Send finite numbers and valid Unicode text.", tool=tool) from exc
+                               f"Arguments for {tool} hold a value JSON cannot carry: {exc}. "
+                               "Send finite numbers and valid Unicode text.", tool=tool) from exc
         if size > self.max_bytes:
             raise GatewayError("arguments-too-large", "Arguments too large",
-                          f"Arguments for {tool} are {size} bytes as JSON; the limit is {self.max_bytes} "
-                          "(BASTION_MAX_ARGS_BYTES).", tool=tool, limit_bytes=self.max_bytes)
+                               f"Arguments for {tool} are {size} bytes as JSON; the limit is {self.max_bytes} "
+                               "(BASTION_MAX_ARGS_BYTES).", tool=tool, limit_bytes=self.max_bytes)

@@ -120,8 +120,8 @@ class CallPipeline:
         tool = self.tools.get(name)
         if tool is None:
             raise GatewayError("unknown-tool", "Unknown tool",
-                          f"No tool named {name!r}. Known tools: {', '.join(sorted(self.tools))} "
-                          "(GET /v1/tools lists them with their schemas).", tool=name)
+                               f"No tool named {name!r}. Known tools: {', '.join(sorted(self.tools))} "
+                               "(GET /v1/tools lists them with their schemas).", tool=name)
         return tool
 
     async def call(self, principal: PrincipalView, session: LiveSession, tool_name: str,
@@ -133,9 +133,9 @@ class CallPipeline:
         errors = schema_errors(tool, args)
         if errors:
             raise GatewayError("invalid-arguments", "Invalid tool arguments",
-                          f"Arguments for {tool.name} do not match its schema: "
-                          + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-                          errors=errors, tool=tool.name)
+                               f"Arguments for {tool.name} do not match its schema: "
+                               + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                               errors=errors, tool=tool.name)
         self.limiter.take(principal.id, tool.name)
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
@@ -143,13 +143,13 @@ class CallPipeline:
             error = self.events.unjudged_error(principal.id)
             if error is not None:
                 raise GatewayError("detector-unavailable", "Detector could not judge earlier calls",
-                              f"The detector failed to score earlier calls of this agent ({error}), so nothing was "
-                              "run (fail closed). It retries every second; GET /readyz and GET /v1/detector show "
-                              "the failure. Retry once they report the detector healthy.",
-                              call_id=call_id, retry_after_s=1)
+                                   f"The detector failed to score earlier calls of this agent ({error}), so nothing "
+                                   "was run (fail closed). It retries every second; GET /readyz and GET /v1/detector "
+                                   "show the failure. Retry once they report the detector healthy.",
+                                   call_id=call_id, retry_after_s=1)
             raise GatewayError("detector-backlog", "Detector backlog",
-                          "Earlier calls of this agent are still being judged; nothing was run. Retry shortly.",
-                          call_id=call_id, retry_after_s=1)
+                               "Earlier calls of this agent are still being judged; nothing was run. Retry shortly.",
+                               call_id=call_id, retry_after_s=1)
         self.in_flight += 1
         try:
             return await self._decide_and_run(principal, session, tool, args, request_meta, call_id, observer)
@@ -188,8 +188,8 @@ class CallPipeline:
             self._publish(principal, session, tool, features, call_id, decision, None)
             log.info("call denied", tool=tool.name, reasons=decision.reasons)
             raise GatewayError("denied", "Call denied by policy",
-                          "Policy denied this call: " + "; ".join(decision.reasons),
-                          reasons=decision.reasons, call_id=call_id, policy_revision=decision.revision)
+                               "Policy denied this call: " + "; ".join(decision.reasons),
+                               reasons=decision.reasons, call_id=call_id, policy_revision=decision.revision)
         obligations = parse_obligations(decision.obligations)
         unmet_reasons = unmet(obligations, session.runtime, session.limits)
         if unmet_reasons:
@@ -223,8 +223,8 @@ class CallPipeline:
                 result={"error": str(exc), "duration_ms": (time.perf_counter() - started) * 1000},
                 policy_revision=decision.revision), call_id)
             raise GatewayError("sandbox-unavailable", "Sandbox unavailable",
-                          f"The call was authorized but could not run: {exc}. Create a new session.",
-                          call_id=call_id) from exc
+                               f"The call was authorized but could not run: {exc}. Create a new session.",
+                               call_id=call_id) from exc
         session.call_count += 1
         summary = {**_result_summary(result), **self.feed.ran(principal.id, session.id, features)}
         await self._append(AuditEntry(
@@ -247,9 +247,9 @@ class CallPipeline:
         refused = decision.model_copy(update={"allow": False, "reasons": reasons})
         self._publish(principal, session, tool, features, call_id, refused, None)
         raise GatewayError("obligations-unmet", "Session cannot meet the policy's obligations",
-                      "Policy allowed this call only under conditions this session's container does not meet; "
-                      "nothing was run: " + "; ".join(reasons), reasons=reasons, call_id=call_id,
-                      policy_revision=decision.revision)
+                           "Policy allowed this call only under conditions this session's container does not meet; "
+                           "nothing was run: " + "; ".join(reasons), reasons=reasons, call_id=call_id,
+                           policy_revision=decision.revision)
 
     async def _facts(self, session_id: str, agent_id: str, tool: str,
                      revoked: bool) -> tuple[list[HistoryEntry], RateCounts]:

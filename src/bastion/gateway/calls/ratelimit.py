@@ -89,4 +89,4 @@ class RateLimiter:
             detail = (f"This agent is making calls faster than its limit of {self._agent_rate * 60:g} per minute "
                       f"(BASTION_RATE_LIMIT_AGENT_PER_MINUTE). Retry after {retry_after} s.")
         return GatewayError("rate-limited", "Rate limited", detail, scope=which, tool=tool,
-                       retry_after_s=round(wait_s, 3))
+                            retry_after_s=round(wait_s, 3))

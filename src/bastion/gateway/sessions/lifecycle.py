@@ -46,14 +46,14 @@ class SessionLifecycle:
         offered = self._sandbox.runtimes
         if tier not in offered:
             raise GatewayError("unknown-runtime", "Unknown runtime tier",
-                          f"The runtime tier {tier!r} is not offered by this gateway's Docker engine; choose one of "
-                          f"{', '.join(sorted(offered))}.", runtime=tier)
+                               f"The runtime tier {tier!r} is not offered by this gateway's Docker engine; choose one "
+                               f"of {', '.join(sorted(offered))}.", runtime=tier)
         container_limits = self._container_limits(limits or {})
         data = await asyncio.to_thread(self._revocations.policy_data)
         if agent.id in data["agents"] or self._enforcer.agent_revoked(agent.id):
             raise GatewayError("denied", "Agent revoked",
-                          "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
-                          reasons=["revoked"])
+                               "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
+                               reasons=["revoked"])
         row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels, runtime=tier,
                              limits=container_limits)
         live = await asyncio.to_thread(self._sessions.insert, row)
@@ -66,8 +66,8 @@ class SessionLifecycle:
         except SandboxError as exc:
             await asyncio.to_thread(self._sessions.end, row.id, "failed", str(exc))
             raise GatewayError("sandbox-unavailable", "Sandbox unavailable",
-                          f"The session's container could not be started: {exc}. Check the Docker engine "
-                          "(GET /readyz) and retry.") from exc
+                               f"The session's container could not be started: {exc}. Check the Docker engine "
+                               "(GET /readyz) and retry.") from exc
         await asyncio.to_thread(self._sessions.update, row.id, status="active", container_id=container_id)
         await asyncio.to_thread(self._audit.append, [AuditEntry(
             kind="session_created", agent_id=agent.id, session_id=row.id,
@@ -81,7 +81,7 @@ class SessionLifecycle:
                   for name, value in asked.items() if value > ceiling[name]]
         if looser:
             raise GatewayError("limits-too-loose", "Session limits above the gateway's",
-                          "A session may only tighten its container's limits: " + "; ".join(looser) + ".")
+                               "A session may only tighten its container's limits: " + "; ".join(looser) + ".")
         return {**ceiling, **asked}
 
     async def expired(self, session_id: str, reason: str) -> None:
