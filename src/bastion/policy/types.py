@@ -39,12 +39,15 @@ class SessionInfo(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
 
 
+Risk = Literal["low", "medium", "high"]
+
+
 class ToolInfo(BaseModel):
     """The tool being called, as registered in the gateway."""
 
     name: str
     version: str = "1"
-    risk: Literal["low", "medium", "high"] = "low"
+    risk: Risk = "low"
     network: bool = False
 
 

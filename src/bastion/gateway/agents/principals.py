@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 
 from bastion.gateway.db.tables import Principal
 from bastion.gateway.keys import hash_key, new_api_key, new_id
+from bastion.policy.types import Principal as PolicyPrincipal
 
 ADMIN_ID = "admin"
 
@@ -29,6 +30,10 @@ class PrincipalView:
         """Build from a table row."""
         return cls(id=row.id, kind=row.kind, name=row.name, tenant=row.tenant, roles=tuple(row.roles),
                    labels=dict(row.labels), disabled=row.disabled)
+
+    def policy_view(self) -> PolicyPrincipal:
+        """The caller as policies see it (`input.principal`)."""
+        return PolicyPrincipal(id=self.id, kind="agent", tenant=self.tenant, roles=list(self.roles), labels=self.labels)
 
 
 class PrincipalStore:

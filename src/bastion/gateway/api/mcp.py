@@ -22,13 +22,14 @@ from starlette.types import Message, Receive, Scope, Send
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.api.deps import get_agent, get_principal
 from bastion.gateway.api.problems import Problem, as_problem, problem_response
+from bastion.gateway.api.request_meta import request_meta
 from bastion.gateway.calls.approvals import ApprovalPending
 from bastion.gateway.calls.pipeline import CallOutcome
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.sessions.store import LiveSession
 from bastion.gateway.tools.builtin import Tool
-from bastion.policy.types import DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
+from bastion.policy.types import DecisionContext, DecisionInput, SessionInfo
 
 SESSION_HEADER = "X-Bastion-Session"
 PRINCIPAL_STATE = "bastion_principal"
@@ -139,10 +140,9 @@ class McpEndpoint:
         try:
             session = await self._session(gateway, agent, request.headers.get(SESSION_HEADER))
             request.state.bastion_session = session.id
-            meta = {"client": request.client.host if request.client else None,
-                    "user_agent": request.headers.get("user-agent", "")[:200], "surface": "mcp"}
             started = time.perf_counter()
-            outcome = await pipeline.call(agent, session, params.name, dict(params.arguments or {}), meta)
+            outcome = await pipeline.call(agent, session, params.name, dict(params.arguments or {}),
+                                          request_meta(request, "mcp"))
             pipeline_ms = (time.perf_counter() - started) * 1000
         except (Problem, GatewayError) as error:
             return _problem_result(as_problem(error))
@@ -156,10 +156,7 @@ class McpEndpoint:
             if session is None or session.agent_id != agent.id:
                 raise Problem(404, "unknown-session", "Unknown session",
                               f"No session {named!r} belongs to this agent ({SESSION_HEADER} header).")
-            if session.status in {"ended", "failed"}:
-                raise Problem(409, "session-ended", "Session ended",
-                              f"Session {named} is {session.status}; drop the {SESSION_HEADER} header to use "
-                              "a new one.")
+            session.ensure_open(f"drop the {SESSION_HEADER} header to use a new one")
             return session
         lock = self._session_locks.setdefault(agent.id, asyncio.Lock())
         async with lock:
@@ -184,10 +181,9 @@ def _allowed_tools(gateway: Gateway, agent: PrincipalView, tools: list[Tool]) ->
         if gateway.enforcer.revoked(agent.id, PROBE_SESSION, tool.name):
             continue
         decision = gateway.policy.decide(DecisionInput(
-            principal=Principal(id=agent.id, kind="agent", tenant=agent.tenant, roles=list(agent.roles),
-                                labels=agent.labels),
+            principal=agent.policy_view(),
             session=SessionInfo(id=PROBE_SESSION, started_at=now),
-            tool=ToolInfo(name=tool.name, version=tool.version, risk=tool.risk, network=tool.network),  # type: ignore[arg-type]
+            tool=tool.info(),
             args=probe_args(tool.input_schema),
             context=DecisionContext(time=now, request={"surface": "mcp", "probe": "tools/list"})))
         if decision.allow:

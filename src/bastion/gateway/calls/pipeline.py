@@ -36,10 +36,8 @@ from bastion.policy.types import (
     DecisionContext,
     DecisionInput,
     HistoryEntry,
-    Principal,
     RateCounts,
     SessionInfo,
-    ToolInfo,
 )
 from bastion.sandbox.runtime import SandboxRuntime
 from bastion.sandbox.types import RunChunk, RunRequest, RunResult, SandboxError
@@ -265,11 +263,10 @@ class CallPipeline:
                         request_meta: dict[str, Any], history: list[HistoryEntry],
                         rates: RateCounts) -> DecisionInput:
         return DecisionInput(
-            principal=Principal(id=principal.id, kind="agent", tenant=principal.tenant,
-                                roles=list(principal.roles), labels=principal.labels),
+            principal=principal.policy_view(),
             session=SessionInfo(id=session.id, started_at=session.started_at.isoformat(),
                                 call_count=session.call_count, labels=session.labels, history=history),
-            tool=ToolInfo(name=tool.name, version=tool.version, risk=tool.risk, network=tool.network),  # type: ignore[arg-type]
+            tool=tool.info(),
             args=args,
             context=DecisionContext(time=datetime.now(UTC).isoformat(), risk=self.risk.current(principal.id),
                                     request=request_meta,

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel, select
 
 from bastion.gateway.db.tables import SandboxSession, utcnow
+from bastion.gateway.errors import GatewayError
 
 
 @dataclass
@@ -31,6 +32,11 @@ class LiveSession:
         return cls(id=row.id, agent_id=row.agent_id, started_at=row.created_at, status=row.status,
                    labels=dict(row.labels), call_count=row.call_count, container_id=row.container_id,
                    runtime=row.runtime, limits=dict(row.limits))
+
+    def ensure_open(self, remedy: str) -> None:
+        """Refuse (session-ended) a session that ended or failed; `remedy` says how to get a new one."""
+        if self.status in {"ended", "failed"}:
+            raise GatewayError("session-ended", "Session ended", f"Session {self.id} is {self.status}; {remedy}.")
 
 
 class SessionStore:

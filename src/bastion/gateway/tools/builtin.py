@@ -7,6 +7,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from bastion.policy.types import Risk, ToolInfo
 from bastion.sandbox.types import RunRequest
 
 MAX_TEXT = 1_048_576
@@ -24,7 +25,7 @@ class Tool:
     description: str
     input_schema: dict[str, Any]
     to_request: Callable[[dict[str, Any], float, int], RunRequest]
-    risk: str = "low"
+    risk: Risk = "low"
     version: str = "1"
     network: bool = False
     timeout_s: float | None = None
@@ -36,6 +37,10 @@ class Tool:
     def validator(self) -> Draft202012Validator:
         """A validator for this tool's arguments."""
         return Draft202012Validator(self.input_schema)
+
+    def info(self) -> ToolInfo:
+        """The tool as policies see it (`input.tool`)."""
+        return ToolInfo(name=self.name, version=self.version, risk=self.risk, network=self.network)
 
     def public(self) -> dict[str, Any]:
         """The listing shown by `GET /v1/tools`."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, SchemaError, ValidationError
 
+from bastion.policy.types import Risk
 from bastion.sandbox.types import RunRequest
 
 ARGS_JSON = "args_json"
@@ -170,7 +171,7 @@ class CustomToolSpec:
     description: str
     input_schema: dict[str, Any]
     command: list[str]
-    risk: str = "medium"
+    risk: Risk = "medium"
     egress: list[str] = field(default_factory=list)
     timeout_s: float | None = None
     max_output_bytes: int | None = None

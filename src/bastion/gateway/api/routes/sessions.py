@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from bastion.gateway.api.call_stream import NDJSON, CallStream
 from bastion.gateway.api.deps import CurrentAgent, GatewayDep, OwnedSession, gateway_of, records_settled
 from bastion.gateway.api.idempotency import StoredAnswer, fingerprint
-from bastion.gateway.api.problems import Problem
+from bastion.gateway.api.request_meta import request_meta
 from bastion.gateway.calls.pipeline import CallOutcome
 from bastion.gateway.sessions.store import LiveSession
 
@@ -136,15 +136,7 @@ class CallResponse(BaseModel):
                    result=ResultPublic(**outcome.result.model_dump(include=set(ResultPublic.model_fields))))
 
 
-def _request_meta(request: Request, surface: str) -> dict[str, Any]:
-    return {"client": request.client.host if request.client else None,
-            "user_agent": request.headers.get("user-agent", "")[:200], "surface": surface}
-
-
-def _require_active(session: LiveSession) -> None:
-    if session.status in {"ended", "failed"}:
-        raise Problem(409, "session-ended", "Session ended",
-                      f"Session {session.id} is {session.status}; start a new one with POST /v1/sessions.")
+NEW_SESSION = "start a new one with POST /v1/sessions"
 
 
 @router.post("", status_code=201, response_model=SessionPublic)
@@ -195,9 +187,9 @@ async def call_tool(body: CallRequest, owned: OwnedSession, request: Request,
     pipeline = gateway.pipeline
 
     async def produce() -> StoredAnswer:
-        _require_active(session)
+        session.ensure_open(NEW_SESSION)
         started = time.perf_counter()
-        outcome = await pipeline.call(agent, session, body.tool, body.args, _request_meta(request, "rest"))
+        outcome = await pipeline.call(agent, session, body.tool, body.args, request_meta(request, "rest"))
         timing = f"pipeline;dur={(time.perf_counter() - started) * 1000:.2f}"
         return StoredAnswer(200, CallResponse.of(outcome).model_dump(mode="json"), headers={"Server-Timing": timing})
 
@@ -226,11 +218,11 @@ async def stream_call(body: CallRequest, owned: OwnedSession, request: Request) 
 
     Refusals before the call starts (denied, invalid arguments, rate limited) are plain problem responses."""
     gateway, agent, session = gateway_of(request), owned.agent, owned.session
-    _require_active(session)
+    session.ensure_open(NEW_SESSION)
     pipeline = gateway.pipeline
     stream = CallStream(lambda outcome: CallResponse.of(outcome).model_dump(mode="json"))
     call = asyncio.create_task(pipeline.call(agent, session, body.tool, body.args,
-                                             _request_meta(request, "rest-stream"), observer=stream))
+                                             request_meta(request, "rest-stream"), observer=stream))
     await stream.open(call)
     return StreamingResponse(stream.lines(call), media_type=NDJSON)
 
