@@ -14,7 +14,7 @@ import torch
 
 from bastion.detector.checkpoint import load_checkpoint
 from bastion.detector.evaluate import Evaluation, evaluate
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.detector.synthetic import (
     ATTACKS,
     HELD_OUT_ATTACKS,
@@ -70,7 +70,7 @@ def main() -> None:
         ),
     }
     for name, (normal, attacks) in sets.items():
-        show(name, evaluate(Detector(checkpoint), normal + attacks))
+        show(name, evaluate(Scorer(checkpoint), normal + attacks))
 
 
 if __name__ == "__main__":

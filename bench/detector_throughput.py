@@ -22,7 +22,7 @@ import torch
 
 from bastion.detector.features import VECTOR_SIZE, event_matrix, event_vector
 from bastion.detector.model import pick_device
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.detector.synthetic import normal_sessions
 from bastion.detector.train import train
 from bastion.detector.types import Event
@@ -78,7 +78,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def detector_rate(detector: Detector, events: list[Event], batch: int) -> Rate:
+def detector_rate(detector: Scorer, events: list[Event], batch: int) -> Rate:
     """`Detector.score` fed `batch` events per call: from Event objects to Verdict objects."""
     detector.score(events[:batch])
     with Timer(detector.device) as timer:
@@ -95,7 +95,7 @@ def engine_inputs(events: list[Event], sessions: int, total: int) -> tuple[list[
 
 
 def engine_rates(
-    detector: Detector, inputs: tuple[list[str], list[str], torch.Tensor], batch: int, repeats: int
+    detector: Scorer, inputs: tuple[list[str], list[str], torch.Tensor], batch: int, repeats: int
 ) -> tuple[Rate, Rate]:
     """`Detector.score_vectors` (session lookup included) and `Detector.score_slots` (sessions looked up once)
     on featurized batches; featurization is not timed."""
@@ -118,7 +118,7 @@ def engine_rates(
 
 
 @torch.inference_mode()
-def unbatched_rate(detector: Detector, events: list[Event]) -> Rate:
+def unbatched_rate(detector: Scorer, events: list[Event]) -> Rate:
     """The same model work done one event at a time: featurize, predict and one GRU step per event."""
     model = detector.model
     assert model is not None
@@ -158,15 +158,15 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; {len(events)} events over {args.sessions} sessions; torch {torch.__version__}")
     sample = events[: min(len(events), 2048)]
-    baseline = unbatched_rate(Detector(checkpoint, device=device), sample)
+    baseline = unbatched_rate(Scorer(checkpoint, device=device), sample)
     print(baseline.line("unbatched baseline (one model step per event)"))
     for batch in (int(b) for b in args.batches.split(",")):
-        rate = detector_rate(Detector(checkpoint, device=device), events if batch > 1 else sample, batch)
+        rate = detector_rate(Scorer(checkpoint, device=device), events if batch > 1 else sample, batch)
         print(rate.line(f"Detector.score, batch {batch}", baseline))
     total = args.engine_events or len(events)
     inputs = engine_inputs(events, args.sessions, total)
     for batch in (int(b) for b in args.engine_batches.split(",")):
-        detector = Detector(checkpoint, device=device, max_sessions=max(50_000, 2 * args.sessions))
+        detector = Scorer(checkpoint, device=device, max_sessions=max(50_000, 2 * args.sessions))
         by_id, by_slot = engine_rates(detector, inputs, batch, args.repeats)
         print(by_id.line(f"Detector.score_vectors, batch {batch}", baseline))
         print(by_slot.line(f"Detector.score_slots, batch {batch}", baseline))

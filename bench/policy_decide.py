@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bastion.policy.backends import wire
 from bastion.policy.backends.evaluator_process import EvaluatorProcess
-from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.backends.inprocess import InProcessRegoEngine
 from bastion.policy.backends.regocpp import compile_bundle, new_interpreter
 from bastion.policy.backends.supervised import SupervisedRegoEngine
 from bastion.policy.bundle import PolicyBundle, load_default_bundle
@@ -90,7 +90,7 @@ def paths(bundle: PolicyBundle, inputs: list[DecisionInput]) -> dict[str, Callab
     supervised = SupervisedRegoEngine(bundle, workers=2, cache_size=0)
     EVALUATOR_PIDS[:] = supervised.pids
     cached = SupervisedRegoEngine(bundle, workers=1, cache_size=4096)
-    embedded = EmbeddedRegoEngine(bundle)
+    embedded = InProcessRegoEngine(bundle)
     data = with_revocations(bundle.data, normalize_revocations({}))
     compiled = compile_bundle(bundle.modules, data, DECISION_PATH)
     runtime, plain = new_interpreter(), new_interpreter()

@@ -11,7 +11,7 @@ from bastion.detector.checkpoint import Checkpoint, load_checkpoint, save_checkp
 from bastion.detector.explain import PHRASES
 from bastion.detector.features import argument_features
 from bastion.detector.model import CONTRIBUTION_NAMES, pick_device
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.detector.synthetic import ATTACKS, TUNED_ATTACKS, SyntheticSession, attack_sessions, normal_sessions
 from bastion.detector.train import score_sessions, train
 from bastion.detector.types import Event, Verdict
@@ -136,7 +136,7 @@ def test_held_out_attacks_score_clearly_above_normal_sessions(checkpoint: Checkp
 
 
 def test_streaming_detector_revokes_attacks_and_spares_held_out_normal_sessions(checkpoint: Checkpoint) -> None:
-    detector = Detector(checkpoint)
+    detector = Scorer(checkpoint)
     attacks = attack_sessions(len(ATTACKS) * 10, seed=303)
     normal = normal_sessions(200, seed=404)
     flagged_attacks = sum(any(v.action != "none" for v in detector.score(s.events)) for s in attacks)
@@ -146,7 +146,7 @@ def test_streaming_detector_revokes_attacks_and_spares_held_out_normal_sessions(
 
 
 def test_ordinary_sessions_produce_no_verdicts(default_checkpoint: Checkpoint) -> None:
-    detector = Detector(default_checkpoint, warmup_events=0)
+    detector = Scorer(default_checkpoint, warmup_events=0)
     rng = random.Random(2024)
     sessions = [ordinary_session(f"ordinary-{i}", rng.randint(1, 30), rng) for i in range(200)]
     verdicts = [v for events in sessions for v in detector.score(events)]
@@ -163,7 +163,7 @@ def test_default_checkpoint_has_the_metadata_to_use_it(default_checkpoint: Check
 
 
 def test_seccomp_kill_revokes_the_agent_even_before_warmup(checkpoint: Checkpoint) -> None:
-    detector = Detector(checkpoint)
+    detector = Scorer(checkpoint)
     named = make_event("s-sc", 0, "python.run", {"code": "print(1)"}, seccomp_killed=True, seccomp_syscall="ptrace")
     [verdict] = detector.score([named])
     assert verdict.action == "revoke_agent"
@@ -171,22 +171,22 @@ def test_seccomp_kill_revokes_the_agent_even_before_warmup(checkpoint: Checkpoin
     assert verdict.score > verdict.threshold
     assert verdict.risk == 1.0
     unnamed = make_event("s-sc2", 0, "shell.run", {"command": "ls"}, seccomp_killed=True, exit_code=159)
-    assert Detector(None).score([unnamed])[0].reasons == ["seccomp kill: unknown syscall"]
+    assert Scorer(None).score([unnamed])[0].reasons == ["seccomp kill: unknown syscall"]
 
 
 def test_denial_burst_revokes_the_session() -> None:
-    detector = Detector(None)
+    detector = Scorer(None)
     calls = [make_event("s-deny", i, "fs.read", {"path": "notes.txt"}, allowed=i % 2 == 1) for i in range(8)]
     calls += [make_event("s-deny", 8 + i, "fs.list", {}, allowed=False, reasons=["no"]) for i in range(2)]
     actions = [v.action for v in detector.score(calls)]
     assert actions[:9] == ["none"] * 9
     assert actions[9] == "revoke_session"
-    burst = Detector(None).score(calls)[9]
+    burst = Scorer(None).score(calls)[9]
     assert burst.reasons == ["denial burst: 5 of the last 8 calls were denied"]
 
 
 def test_model_verdicts_wait_for_warmup(checkpoint: Checkpoint) -> None:
-    detector = Detector(checkpoint, warmup_events=3)
+    detector = Scorer(checkpoint, warmup_events=3)
     early = make_event("s-warm", 0, *EXFILTRATION)
     [verdict] = detector.score([early])
     assert verdict.score > verdict.threshold
@@ -201,7 +201,7 @@ def test_model_verdicts_wait_for_warmup(checkpoint: Checkpoint) -> None:
 
 
 def test_model_action_is_configurable(checkpoint: Checkpoint) -> None:
-    detector = Detector(checkpoint, warmup_events=0, model_action="raise_risk")
+    detector = Scorer(checkpoint, warmup_events=0, model_action="raise_risk")
     [verdict] = detector.score([make_event("s-risk", 0, *EXFILTRATION)])
     assert verdict.action == "raise_risk"
     assert 0.5 < verdict.risk <= 1.0
@@ -218,8 +218,8 @@ def test_batched_scoring_matches_one_event_at_a_time(checkpoint: Checkpoint, tra
     while any(queues):
         stream.append(rng.choice([q for q in queues if q]).pop(0))
     model = checkpoint if trained else None
-    batched = Detector(model, responses={"raise_risk": 0.5, "revoke_session": 0.9}).score(stream)
-    single = Detector(model, responses={"raise_risk": 0.5, "revoke_session": 0.9})
+    batched = Scorer(model, responses={"raise_risk": 0.5, "revoke_session": 0.9}).score(stream)
+    single = Scorer(model, responses={"raise_risk": 0.5, "revoke_session": 0.9})
     one_by_one = [single.score([event])[0] for event in stream]
     assert [v.call_id for v in batched] == [e.call_id for e in stream]
     assert {v.action for v in one_by_one} >= {"revoke_agent", "revoke_session"} | ({"raise_risk"} if trained else set())
@@ -233,11 +233,11 @@ def test_batched_scoring_matches_one_event_at_a_time(checkpoint: Checkpoint, tra
 def test_live_scores_are_the_scores_training_calibrated_on(checkpoint: Checkpoint) -> None:
     sessions = [s.events for s in normal_sessions(6, seed=57)]
     offline = score_sessions(checkpoint.build_model(torch.device("cpu")), sessions)
-    live = Detector(checkpoint, device="cpu")
+    live = Scorer(checkpoint, device="cpu")
     for events, expected in zip(sessions, offline, strict=True):
         one_by_one = [live.score([event])[0].score for event in events]
         assert one_by_one == pytest.approx(expected, rel=1e-4, abs=1e-4)
-        assert [v.score for v in Detector(checkpoint, device="cpu").score(events)] == pytest.approx(expected, abs=1e-4)
+        assert [v.score for v in Scorer(checkpoint, device="cpu").score(events)] == pytest.approx(expected, abs=1e-4)
 
 
 def test_checkpoint_round_trip_gives_identical_scores(checkpoint: Checkpoint, tmp_path: Path) -> None:
@@ -247,8 +247,8 @@ def test_checkpoint_round_trip_gives_identical_scores(checkpoint: Checkpoint, tm
     assert loaded.threshold == checkpoint.threshold
     assert loaded.training == checkpoint.training
     events = [e for s in attack_sessions(7, seed=77) for e in s.events]
-    original = [v.score for v in Detector(checkpoint, device="cpu").score(events)]
-    reloaded = [v.score for v in Detector(loaded, device="cpu").score(events)]
+    original = [v.score for v in Scorer(checkpoint, device="cpu").score(events)]
+    reloaded = [v.score for v in Scorer(loaded, device="cpu").score(events)]
     assert original == reloaded
 
 
@@ -267,15 +267,15 @@ def test_checkpoint_for_another_feature_version_is_refused(checkpoint: Checkpoin
 
 def test_forget_and_eviction_restart_a_session_from_the_zero_state(checkpoint: Checkpoint) -> None:
     first = make_event("s-a", 0, "fs.list", {})
-    fresh_score = Detector(checkpoint).score([first])[0].score
-    detector = Detector(checkpoint, max_sessions=2)
+    fresh_score = Scorer(checkpoint).score([first])[0].score
+    detector = Scorer(checkpoint, max_sessions=2)
     detector.score([make_event("s-a", i, "shell.run", {"command": "ls"}) for i in range(3)])
     detector.forget("s-a")
     assert detector.score([first])[0].score == pytest.approx(fresh_score, abs=1e-5)
     detector.score([make_event("s-b", 0, "fs.list", {}), make_event("s-c", 0, "fs.list", {})])
     assert detector.session_count == 2
     assert detector.score([first])[0].score == pytest.approx(fresh_score, abs=1e-5)
-    idle = Detector(checkpoint, idle_seconds=0.0)
+    idle = Scorer(checkpoint, idle_seconds=0.0)
     idle.score([make_event("s-x", 0, "fs.list", {})])
     idle.score([make_event("s-y", 0, "fs.list", {})])
     assert idle.session_count == 1
@@ -287,7 +287,7 @@ def test_every_part_of_a_score_has_words_for_it() -> None:
 
 def test_pick_device_is_cuda_exactly_when_available() -> None:
     assert (pick_device().type == "cuda") == torch.cuda.is_available()
-    assert Detector(None).device == pick_device()
+    assert Scorer(None).device == pick_device()
 
 
 async def test_worker_delivers_verdicts_and_survives_a_failing_handler(checkpoint: Checkpoint) -> None:
@@ -298,7 +298,7 @@ async def test_worker_delivers_verdicts_and_survives_a_failing_handler(checkpoin
         if len(delivered) == 1:
             raise RuntimeError("revocation store unavailable")
 
-    worker = DetectorWorker(Detector(checkpoint), on_verdict, max_batch=4, max_wait_ms=1.0)
+    worker = DetectorWorker(Scorer(checkpoint), on_verdict, max_batch=4, max_wait_ms=1.0)
     worker.start()
     ordinary = [worker.submit(make_event("w-1", i, "shell.run", {"command": "echo hi"})) for i in range(6)]
     seccomp = make_event("w-2", 0, "python.run", {"code": "x"}, seccomp_killed=True, seccomp_syscall="bpf")

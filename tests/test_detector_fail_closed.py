@@ -16,7 +16,7 @@ import torch
 from bastion.detector.canary import CanaryFailed, run_canary
 from bastion.detector.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bastion.detector.hard_signals import HardSignals
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.detector.types import Verdict
 from bastion.detector.worker import DetectorWorker
 from bastion.gateway.settings import Settings
@@ -33,7 +33,7 @@ def checkpoint(detector_checkpoint: Path) -> Checkpoint:
     return load_checkpoint(detector_checkpoint)
 
 
-def _acted_on_after_reload(detector: Detector, tag: str) -> None:
+def _acted_on_after_reload(detector: Scorer, tag: str) -> None:
     """A seccomp kill, a denial burst and an anomalous session each still get their response."""
     [killed] = detector.score([make_event(f"{tag}-k", 0, "python.run", {"code": "x"}, seccomp_killed=True,
                                           seccomp_syscall="ptrace")])
@@ -47,7 +47,7 @@ def _acted_on_after_reload(detector: Detector, tag: str) -> None:
 
 @pytest.mark.parametrize("tracked", [0, 1, 70])
 def test_a_reload_with_any_number_of_tracked_sessions_keeps_judging(checkpoint: Checkpoint, tracked: int) -> None:
-    detector = Detector(checkpoint)
+    detector = Scorer(checkpoint)
     warmup = [make_event(f"warm-{i}", j, "shell.run", {"command": "ls"}) for i in range(90) for j in range(2)]
     detector.score(warmup)
     for i in range(90 - tracked):
@@ -59,7 +59,7 @@ def test_a_reload_with_any_number_of_tracked_sessions_keeps_judging(checkpoint: 
 
 
 def test_hard_signals_without_the_model_match_the_scorer() -> None:
-    detector, hard = Detector(None), HardSignals()
+    detector, hard = Scorer(None), HardSignals()
     denied = {0, 3, 6, 7, 9, 12, 14, 15, 18, 24, 25, 26, 27, 28, 33, 35}
     stream = [make_event("hs", i, "fs.read", {"path": "x"}, allowed=i not in denied, seccomp_killed=i == 17)
               for i in range(40)]
@@ -72,7 +72,7 @@ def test_hard_signals_without_the_model_match_the_scorer() -> None:
 class _FailingScorer:
     """Makes a real detector's `score` raise while `broken` is set (a fault injected into the real scorer)."""
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: Scorer) -> None:
         self.broken = True
         self._score = detector.score
         detector.score = self  # type: ignore[method-assign]
@@ -89,7 +89,7 @@ async def test_a_scoring_error_leaves_the_event_unjudged_and_hard_signals_still_
     async def on_verdict(verdict: Verdict) -> None:
         delivered.append(verdict)
 
-    detector = Detector(checkpoint)
+    detector = Scorer(checkpoint)
     worker = DetectorWorker(detector, on_verdict, retry_s=0.05)
     worker.start()
     fault = _FailingScorer(detector)
@@ -115,7 +115,7 @@ async def test_a_scoring_error_leaves_the_event_unjudged_and_hard_signals_still_
 
 
 async def test_one_event_the_scorer_cannot_take_holds_up_only_its_session(checkpoint: Checkpoint) -> None:
-    detector = Detector(checkpoint)
+    detector = Scorer(checkpoint)
     real = detector.score
 
     def score(events: list) -> list[Verdict]:
@@ -141,12 +141,12 @@ def test_the_canary_refuses_a_scorer_that_does_not_judge(checkpoint: Checkpoint)
     broken = Checkpoint(state_dict={k: torch.full_like(v, float("nan")) for k, v in checkpoint.state_dict.items()},
                         hidden_size=checkpoint.hidden_size, threshold=checkpoint.threshold)
     with pytest.raises(CanaryFailed, match="scored nan"):
-        run_canary(Detector(broken))
-    detector = Detector(checkpoint)
+        run_canary(Scorer(broken))
+    detector = Scorer(checkpoint)
     _FailingScorer(detector)
     with pytest.raises(CanaryFailed, match="injected scoring failure"):
         run_canary(detector)
-    run_canary(Detector(checkpoint))
+    run_canary(Scorer(checkpoint))
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_a_scoring_error_refuses_the_next_call_until_the_detector_answers(
     gw = fail_closed_gateway
     dev = gw.agent("developer")
     sid = gw.session(dev)
-    fault = _FailingScorer(gw.running.gateway.detector)
+    fault = _FailingScorer(gw.running.gateway.scorer)
     try:
         assert gw.call(dev, sid, "fs.list").status_code == 200
         refused = gw.call(dev, sid, "fs.list")
@@ -245,7 +245,7 @@ def test_a_checkpoint_that_fails_the_canary_is_refused_and_the_old_one_kept(
     status = gw.admin("GET", "/v1/detector").json()
     assert status["checkpoint"] == before["checkpoint"] and "CanaryFailed" in status["last_reload_error"]
     assert gw.audit(kind="detector_reload_refused")[-1]["result"]["error"].startswith("CanaryFailed")
-    detector = gw.running.gateway.detector
+    detector = gw.running.gateway.scorer
     live = _FailingScorer(detector)
     live.broken = False
     real = live._score

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from bastion.detector.checkpoint import Checkpoint, load_checkpoint
 from bastion.detector.evaluate import evaluate, roc_auc, tpr_at_fpr
 from bastion.detector.features import VECTOR_SIZE, event_vector
-from bastion.detector.scorer import ACTION_RANK, Detector
+from bastion.detector.scorer import ACTION_RANK, Scorer
 from bastion.detector.synthetic import (
     HELD_OUT_ATTACKS,
     HELD_OUT_PERSONAS,
@@ -33,31 +33,31 @@ def checkpoint(detector_checkpoint: Path) -> Checkpoint:
 
 
 def _risk(checkpoint: Checkpoint, tool: str, args: dict) -> float:
-    return Detector(checkpoint, warmup_events=0).score([make_event("probe", 0, tool, args)])[0].risk
+    return Scorer(checkpoint, warmup_events=0).score([make_event("probe", 0, tool, args)])[0].risk
 
 
 def test_the_strongest_response_the_risk_reaches_is_chosen(checkpoint: Checkpoint) -> None:
     risk = _risk(checkpoint, *EXFILTRATION)
     assert 0.5 < risk < 1.0
     ladder = {"raise_risk": 0.5, "require_approval": risk - 0.01, "revoke_agent": min(1.0, risk + 0.01)}
-    [verdict] = Detector(checkpoint, warmup_events=0, responses=ladder).score([make_event("s", 0, *EXFILTRATION)])
+    [verdict] = Scorer(checkpoint, warmup_events=0, responses=ladder).score([make_event("s", 0, *EXFILTRATION)])
     assert verdict.action == "require_approval"
     assert verdict.tool == "shell.run"
     assert any("sensitive path in arguments" in words for words in verdict.features)
-    only_raise = Detector(checkpoint, warmup_events=0, responses={"raise_risk": 0.5})
+    only_raise = Scorer(checkpoint, warmup_events=0, responses={"raise_risk": 0.5})
     assert only_raise.score([make_event("s", 0, *EXFILTRATION)])[0].action == "raise_risk"
-    out_of_reach = Detector(checkpoint, warmup_events=0, responses={"revoke_tool": 1.0})
+    out_of_reach = Scorer(checkpoint, warmup_events=0, responses={"revoke_tool": 1.0})
     assert out_of_reach.score([make_event("s", 0, *EXFILTRATION)])[0].action == "none"
     with pytest.raises(ValueError, match=r"must lie in \[0.5, 1.0\]"):
-        Detector(checkpoint, responses={"revoke_session": 0.2})
+        Scorer(checkpoint, responses={"revoke_session": 0.2})
 
 
 def test_hard_signals_outrank_the_ladder_and_warmup_caps_the_risk(checkpoint: Checkpoint) -> None:
-    detector = Detector(checkpoint, responses={"raise_risk": 0.5})
+    detector = Scorer(checkpoint, responses={"raise_risk": 0.5})
     seccomp = make_event("h", 0, "python.run", {"code": "x"}, seccomp_killed=True, seccomp_syscall="ptrace")
     [verdict] = detector.score([seccomp])
     assert (verdict.action, verdict.risk) == ("revoke_agent", 1.0)
-    [early] = Detector(checkpoint, warmup_events=3).score([make_event("w", 0, *EXFILTRATION)])
+    [early] = Scorer(checkpoint, warmup_events=3).score([make_event("w", 0, *EXFILTRATION)])
     assert early.score > early.threshold and early.risk == 0.5 and early.action == "none"
 
 
@@ -67,7 +67,7 @@ def test_agents_with_enough_history_get_their_own_threshold() -> None:
     assert trained.agent_thresholds and trained.training["source"] == "test"
     agent, own = next(iter(trained.agent_thresholds.items()))
     assert 0.5 * trained.threshold <= own <= 2.0 * trained.threshold
-    detector = Detector(trained)
+    detector = Scorer(trained)
     mine = make_event("cal", 0, "shell.run", {"command": "ls"}).model_copy(update={"agent_id": agent})
     assert detector.score([mine])[0].threshold == pytest.approx(own)
     other = detector.score([make_event("other", 0, "shell.run", {"command": "ls"})])[0]
@@ -75,7 +75,7 @@ def test_agents_with_enough_history_get_their_own_threshold() -> None:
 
 
 def test_swap_puts_a_new_model_in_force_and_restarts_sessions(checkpoint: Checkpoint) -> None:
-    detector = Detector(checkpoint, warmup_events=1)
+    detector = Scorer(checkpoint, warmup_events=1)
     detector.score([make_event("sw", i, "shell.run", {"command": "ls"}) for i in range(3)])
     stricter = Checkpoint(state_dict=checkpoint.state_dict, hidden_size=checkpoint.hidden_size,
                           threshold=checkpoint.threshold / 10, training={"source": "swap test"})
@@ -90,13 +90,13 @@ def test_swap_puts_a_new_model_in_force_and_restarts_sessions(checkpoint: Checkp
 def test_the_tensor_path_scores_like_the_event_path(checkpoint: Checkpoint) -> None:
     sessions = attack_sessions(6, seed=57)
     events = [event for session in sessions for event in session.events]
-    by_events = Detector(checkpoint, device="cpu").score(events)
+    by_events = Scorer(checkpoint, device="cpu").score(events)
     vectors, previous = [], {}
     for event in events:
         last = previous.get(event.session_id)
         vectors.append(event_vector(event, 0.0 if last is None else max(event.timestamp - last, 0.0)))
         previous[event.session_id] = event.timestamp
-    batch = Detector(checkpoint, device="cpu").score_vectors(
+    batch = Scorer(checkpoint, device="cpu").score_vectors(
         [e.session_id for e in events], [e.agent_id for e in events], torch.tensor(vectors).view(-1, VECTOR_SIZE)
     )
     assert batch.scores.tolist() == pytest.approx([v.score for v in by_events], rel=1e-4, abs=1e-4)
@@ -117,7 +117,7 @@ def test_held_out_personas_and_attacks_are_caught_early(checkpoint: Checkpoint) 
     assert set(checkpoint.training["personas"]) == set(TRAIN_PERSONAS)
     normal = normal_sessions(240, seed=601, personas=HELD_OUT_PERSONAS)
     attacks = attack_sessions(90, seed=602, personas=HELD_OUT_PERSONAS + TRAIN_PERSONAS, attacks=HELD_OUT_ATTACKS)
-    figures = evaluate(Detector(checkpoint), normal + attacks)
+    figures = evaluate(Scorer(checkpoint), normal + attacks)
     assert figures.session_auc >= 0.95
     assert figures.session_tpr_at_1pct_fpr >= 0.8
     assert figures.median_harmful_before_stop <= 1

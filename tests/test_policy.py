@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.backends.inprocess import InProcessRegoEngine
 from bastion.policy.bundle import PolicyBundle, default_bundle_dir, load_default_bundle
 from bastion.policy.engine import PolicyEngine
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError, RevocationsError
@@ -71,7 +71,7 @@ def test_bundle_directory_errors_say_what_is_wrong(tmp_path: Path) -> None:
 
 
 def test_engine_implements_the_policy_engine_protocol_and_answers_ping() -> None:
-    engine: PolicyEngine = EmbeddedRegoEngine(load_default_bundle())
+    engine: PolicyEngine = InProcessRegoEngine(load_default_bundle())
     assert engine.ping()
     decision = engine.decide(call("fs.list", {}))
     assert decision.allow
@@ -83,7 +83,7 @@ def test_engine_implements_the_policy_engine_protocol_and_answers_ping() -> None
 
 
 def test_revocation_takes_effect_on_the_next_call_and_changes_the_revision() -> None:
-    engine = EmbeddedRegoEngine(load_default_bundle())
+    engine = InProcessRegoEngine(load_default_bundle())
     before = engine.revision
     assert engine.decide(call("shell.run", {"command": "ls"})).allow
     engine.set_revocations({"agents": {"agent-1": {"reason": "detector verdict"}}})
@@ -98,7 +98,7 @@ def test_revocation_takes_effect_on_the_next_call_and_changes_the_revision() -> 
 
 
 def test_revocations_given_at_construction_apply_and_keep_across_bundle_loads() -> None:
-    engine = EmbeddedRegoEngine(load_default_bundle(), revocations={"sessions": {"session-1": {}}})
+    engine = InProcessRegoEngine(load_default_bundle(), revocations={"sessions": {"session-1": {}}})
     assert engine.decide(call("fs.list", {})).reasons[0] == "revoked"
     engine.load(load_default_bundle())
     assert engine.decide(call("fs.list", {})).reasons[0] == "revoked"
@@ -112,7 +112,7 @@ def test_revocations_given_at_construction_apply_and_keep_across_bundle_loads() 
     {"agents": {"agent-1": {"since": object()}}},
 ])
 def test_revocations_of_the_wrong_shape_are_refused_and_the_old_ones_stay(revocations: dict) -> None:
-    engine = EmbeddedRegoEngine(load_default_bundle(), revocations={"agents": {"agent-1": {}}})
+    engine = InProcessRegoEngine(load_default_bundle(), revocations={"agents": {"agent-1": {}}})
     revision = engine.revision
     with pytest.raises(RevocationsError):
         engine.set_revocations(revocations)
@@ -126,11 +126,11 @@ def test_revocations_of_the_wrong_shape_are_refused_and_the_old_ones_stay(revoca
 def test_a_broken_module_raises_a_compile_error_naming_file_and_line() -> None:
     broken = PolicyBundle(modules={"authz.rego": ALLOW_ALL, "broken.rego": HEADER + "deny contains msg if {\n"})
     with pytest.raises(PolicyCompileError, match=r"broken\.rego:5:\d+: .*unclosed"):
-        EmbeddedRegoEngine(broken)
+        InProcessRegoEngine(broken)
 
 
 def test_loading_a_broken_bundle_keeps_the_policy_in_force() -> None:
-    engine = EmbeddedRegoEngine(load_default_bundle())
+    engine = InProcessRegoEngine(load_default_bundle())
     revision = engine.revision
     with pytest.raises(PolicyCompileError, match=r"authz\.rego:5:"):
         engine.load(bundle_of("decision := 1 +* 2\n"))
@@ -141,13 +141,13 @@ def test_loading_a_broken_bundle_keeps_the_policy_in_force() -> None:
 
 def test_a_bundle_that_cannot_decide_is_refused_at_load() -> None:
     with pytest.raises(PolicyCompileError, match="Multiple default rules"):
-        EmbeddedRegoEngine(bundle_of("default decision := 1\n\ndefault decision := 2\n"))
+        InProcessRegoEngine(bundle_of("default decision := 1\n\ndefault decision := 2\n"))
     with pytest.raises(PolicyCompileError, match=r"cannot decide a sample shell\.run call: .*undefined"):
-        EmbeddedRegoEngine(bundle_of('decision := {"allow": true} if input.tool.name == "fs.list"\n'))
+        InProcessRegoEngine(bundle_of('decision := {"allow": true} if input.tool.name == "fs.list"\n'))
 
 
 def test_loading_a_new_bundle_switches_policy_and_revision() -> None:
-    engine = EmbeddedRegoEngine(load_default_bundle())
+    engine = InProcessRegoEngine(load_default_bundle())
     revision = engine.revision
     engine.load(PolicyBundle(modules={"authz.rego": ALLOW_ALL}))
     assert engine.revision != revision
@@ -182,7 +182,7 @@ decision := {"allow": startswith(input.args.path, "/"), "reasons": [], "obligati
     ("typed", {"path": 7}, "eval_type_error: startswith: operand 1 must be string but got number"),
 ])
 def test_engine_errors_at_decision_time_deny_and_say_so(tool: str, args: dict, what: str) -> None:
-    engine = EmbeddedRegoEngine(bundle_of(SOMETIMES_BROKEN))
+    engine = InProcessRegoEngine(bundle_of(SOMETIMES_BROKEN))
     decision = engine.decide(call(tool, args))
     assert not decision.allow
     assert decision.reasons == [f"policy engine error: {what}"]
@@ -192,7 +192,7 @@ def test_engine_errors_at_decision_time_deny_and_say_so(tool: str, args: dict, w
 
 
 def test_input_that_is_not_json_is_denied_not_raised() -> None:
-    engine = EmbeddedRegoEngine(load_default_bundle())
+    engine = InProcessRegoEngine(load_default_bundle())
     decision = engine.decide(call("fs.write", {"path": "a", "content": b"\xff\xfe"}))
     assert not decision.allow
     assert decision.reasons[0].startswith("policy engine error: input cannot be sent to the policy")
@@ -202,7 +202,7 @@ def test_input_that_is_not_json_is_denied_not_raised() -> None:
 
 
 def test_concurrent_decisions_and_revocation_updates_stay_correct() -> None:
-    engine = EmbeddedRegoEngine(load_default_bundle())
+    engine = InProcessRegoEngine(load_default_bundle())
     cases = [
         (call("fs.read", {"path": "a.txt"}), True, []),
         (call("fs.read", {"path": "../a"}), False,

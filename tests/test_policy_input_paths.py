@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.backends.inprocess import InProcessRegoEngine
 from bastion.policy.backends.supervised import SupervisedRegoEngine
 from bastion.policy.bundle import PolicyBundle, load_default_bundle
 from bastion.policy.input_paths import input_references, project_input, referenced_input_paths
@@ -108,12 +108,12 @@ def test_a_decision_already_made_is_answered_without_evaluating_and_never_stale(
 
 
 def test_engines_that_keep_no_decisions_have_none_to_give() -> None:
-    engine = EmbeddedRegoEngine(bundle('deny contains "no rm" if startswith(input.args.command, "rm ")'))
+    engine = InProcessRegoEngine(bundle('deny contains "no rm" if startswith(input.args.command, "rm ")'))
     ls = call("shell.run", {"command": "ls"})
     assert engine.decide(ls).allow and engine.decided(ls) is None
 
 
-@pytest.mark.parametrize("engine_type", [EmbeddedRegoEngine, SupervisedRegoEngine])
+@pytest.mark.parametrize("engine_type", [InProcessRegoEngine, SupervisedRegoEngine])
 def test_a_new_policy_gets_the_parts_of_input_it_reads(engine_type: type) -> None:
     engine = engine_type(bundle('deny contains "no rm" if startswith(input.args.command, "rm ")'))
     try:

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from regopy import Interpreter, RegoError
 
-from bastion.policy.backends.inprocess import EmbeddedRegoEngine
+from bastion.policy.backends.inprocess import InProcessRegoEngine
 from bastion.policy.backends.regocpp import (
     PolicyEvaluationError,
     compile_bundle,
@@ -164,7 +164,7 @@ def test_remote_engine_decides_like_the_embedded_engine(opa: tuple[OpaStandIn, s
     standin, url = opa
     bundle = load_default_bundle()
     remote = RemoteOpaEngine(url, bundle)
-    embedded = EmbeddedRegoEngine(bundle)
+    embedded = InProcessRegoEngine(bundle)
     assert set(standin.policies) == {"bastion/bastion.authz"}
     assert remote.revision == embedded.revision
     before = standin.decisions

@@ -4,7 +4,7 @@ import math
 import time
 import uuid
 
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.detector.types import Event
 
 CANARY_AGENT = "bastion-canary"
@@ -14,7 +14,7 @@ class CanaryFailed(Exception):
     """The scorer did not judge the canary's events as it must."""
 
 
-def run_canary(detector: Detector) -> None:
+def run_canary(detector: Scorer) -> None:
     """Score a short synthetic session through `detector`'s real paths (a lone event, a batch, a denial burst and
     a seccomp kill); raise CanaryFailed when any event is not judged as it must be. Its session is forgotten after."""
     session_id = f"canary-{uuid.uuid4().hex[:12]}"

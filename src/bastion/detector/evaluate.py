@@ -5,7 +5,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.detector.synthetic import SyntheticSession
 from bastion.detector.types import Action, Verdict
 
@@ -89,7 +89,7 @@ def _delay(session: SyntheticSession, verdicts: list[Verdict]) -> _Delay:
     return _Delay(False, harmful, steps)
 
 
-def evaluate(detector: Detector, sessions: Iterable[SyntheticSession]) -> Evaluation:
+def evaluate(detector: Scorer, sessions: Iterable[SyntheticSession]) -> Evaluation:
     """Score each session from the zero state and measure separation and detection delay."""
     normal_events: list[float] = []
     malicious_events: list[float] = []

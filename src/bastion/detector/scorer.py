@@ -72,7 +72,7 @@ def _ladder(responses: Mapping[Action, float]) -> tuple[list[float], list[int]]:
     return [risk for risk, _ in steps], [code for _, code in steps]
 
 
-class Detector:
+class Scorer:
     """Scores events against each session's history and turns scores and hard signals into verdicts.
 
     Above its threshold (risk > 0.5, after `warmup_events` events of the session), an event gets the
@@ -141,9 +141,9 @@ class Detector:
         """The agent's own calibrated threshold once it has one, else the generic model's."""
         return self.agent_thresholds.get(agent_id, self.threshold)
 
-    def replica(self, checkpoint: Checkpoint | None) -> "Detector":
+    def replica(self, checkpoint: Checkpoint | None) -> "Scorer":
         """A new scorer with this one's device and rules and no sessions, on `checkpoint` (to try it safely)."""
-        return Detector(checkpoint, device=self.device, warmup_events=self.warmup_events, responses=self.responses,
+        return Scorer(checkpoint, device=self.device, warmup_events=self.warmup_events, responses=self.responses,
                         max_sessions=self.max_sessions, idle_seconds=self.idle_seconds,
                         denial_window=self.denial_window, denial_limit=self.denial_limit)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from bastion.detector.hard_signals import HardSignals
-from bastion.detector.scorer import ACTION_RANK, Detector
+from bastion.detector.scorer import ACTION_RANK, Scorer
 from bastion.detector.types import Event, Verdict
 
 log = structlog.get_logger(__name__)
@@ -49,7 +49,7 @@ class DetectorWorker:
 
     def __init__(
         self,
-        detector: Detector,
+        detector: Scorer,
         on_verdict: Callable[[Verdict], Awaitable[None]],
         max_batch: int = 256,
         max_wait_ms: float = 2.0,

@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy import Engine, text
 
 from bastion.detector.canary import CanaryFailed, run_canary
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.detector.worker import DetectorWorker
 from bastion.gateway.agents.principals import PrincipalStore
 from bastion.gateway.api.idempotency import IdempotencyStore
@@ -23,7 +23,7 @@ from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.pipeline import CallPipeline
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.db.engine import make_engine, migrate
-from bastion.gateway.detection.barrier import DetectorGate
+from bastion.gateway.detection.barrier import DetectionBarrier
 from bastion.gateway.detection.controls import DetectorControls
 from bastion.gateway.detection.feed import DetectorFeed, EgressTap
 from bastion.gateway.detection.labels import DetectorLabels
@@ -80,7 +80,7 @@ class Gateway:
     approvals: ApprovalDesk
     sandbox: DockerRuntime
     egress: EgressGrants
-    detector: Detector
+    scorer: Scorer
     worker: DetectorWorker
     watcher: CheckpointWatcher
     feed: DetectorFeed
@@ -159,23 +159,23 @@ class Gateway:
                 log.info("reaped stale sessions", sessions=stale, containers=reaped)
 
             await asyncio.to_thread(detector_controls.load)
-            detector = Detector(await asyncio.to_thread(detector_checkpoint, settings.checkpoint_path),
-                                responses=settings.detector_responses)
+            scorer = Scorer(await asyncio.to_thread(detector_checkpoint, settings.checkpoint_path),
+                            responses=settings.detector_responses)
             try:
-                await asyncio.to_thread(run_canary, detector)
+                await asyncio.to_thread(run_canary, scorer)
             except CanaryFailed as exc:
                 raise RuntimeError(f"detector checkpoint {settings.checkpoint_path} does not judge the canary's "
                                    f"events ({exc}): write a new one with `bastion detector train`") from exc
-            worker = DetectorWorker(detector, enforcer.apply_verdict, observe=enforcer.observe)
+            worker = DetectorWorker(scorer, enforcer.apply_verdict, observe=enforcer.observe)
             worker.start()
             started.push_async_callback(worker.stop)
-            watcher = CheckpointWatcher(settings.checkpoint_path, detector, audit, settings.detector_reload_poll_s)
+            watcher = CheckpointWatcher(settings.checkpoint_path, scorer, audit, settings.detector_reload_poll_s)
             watcher.start()
             started.push_async_callback(watcher.stop)
             feed = await asyncio.to_thread(DetectorFeed.open, settings.data_dir / NOVELTY_FILE, egress_tap)
 
             def forget_detector_state(session_id: str) -> None:
-                detector.forget(session_id)
+                scorer.forget(session_id)
                 worker.forget(session_id)
                 feed.forget(session_id)
                 egress.forget(session_id)
@@ -191,7 +191,7 @@ class Gateway:
             approvals = ApprovalDesk(database, audit)
             pipeline = CallPipeline(
                 tools=catalog.tools, policy=policy, audit=audit, sandbox=sandbox, sessions=sessions,
-                redactor=AuditRedactor(settings.redact_fields, key), events=worker, gate=DetectorGate(),
+                redactor=AuditRedactor(settings.redact_fields, key), events=worker, barrier=DetectionBarrier(),
                 default_timeout_s=settings.call_timeout_s, max_output_bytes=settings.max_output_bytes,
                 barrier_timeout_s=settings.detector_barrier_timeout_s, egress=egress, revoked=enforcer.revoked,
                 facts=facts, approvals=approvals, shadow=policy_control, limiter=limiter,
@@ -200,7 +200,7 @@ class Gateway:
                 settings=settings, database=database, audit=audit, principals=principals, sessions=sessions,
                 lifecycle=lifecycle, revocations=revocations, enforcer=enforcer, policy=policy,
                 policy_store=policy_store, policy_control=policy_control, approvals=approvals, sandbox=sandbox,
-                egress=egress, detector=detector, worker=worker, watcher=watcher, feed=feed,
+                egress=egress, scorer=scorer, worker=worker, watcher=watcher, feed=feed,
                 detector_controls=detector_controls, detector_labels=DetectorLabels(database), risk=risk,
                 catalog=catalog, idempotency=IdempotencyStore(database, key, settings.idempotency_ttl_s),
                 pipeline=pipeline, generated_admin_key=generated_admin_key, _policy_sync=policy_sync,

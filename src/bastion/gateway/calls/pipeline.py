@@ -21,7 +21,7 @@ from bastion.gateway.calls.egress import EgressGrants
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.obligations import unmet
 from bastion.gateway.calls.ratelimit import RateLimiter
-from bastion.gateway.detection.barrier import DetectorGate
+from bastion.gateway.detection.barrier import DetectionBarrier
 from bastion.gateway.detection.feed import CallFeatures, DetectorFeed
 from bastion.gateway.detection.risk import RiskBoard
 from bastion.gateway.errors import GatewayError
@@ -98,7 +98,7 @@ class CallPipeline:
     sessions: SessionStore
     redactor: AuditRedactor
     events: EventSink
-    gate: DetectorGate
+    barrier: DetectionBarrier
     default_timeout_s: float
     max_output_bytes: int
     barrier_timeout_s: float
@@ -137,7 +137,7 @@ class CallPipeline:
         self.limiter.take(principal.id, tool.name)
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
-        if not await self.gate.wait(principal.id, self.barrier_timeout_s):
+        if not await self.barrier.wait(principal.id, self.barrier_timeout_s):
             error = self.events.unjudged_error(principal.id)
             if error is not None:
                 raise GatewayError("detector-unavailable", "Detector could not judge earlier calls",
@@ -314,7 +314,7 @@ class CallPipeline:
         """Send the call's event to the detector; the future completes once it is judged and any response applied."""
         event = self.feed.event(call_id, principal.id, session.id, tool.name, decision, result, features)
         judged = self.events.submit(event)
-        self.gate.track(principal.id, judged)
+        self.barrier.track(principal.id, judged)
         return judged
 
     async def _judgement(self, judged: asyncio.Future[object]) -> None:

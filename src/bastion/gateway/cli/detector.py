@@ -81,13 +81,13 @@ def eval_command(
     """ROC AUC, TPR at 1% FPR and detection delay of a checkpoint on labelled traces."""
     from bastion.detector.checkpoint import load_checkpoint
     from bastion.detector.evaluate import evaluate
-    from bastion.detector.scorer import Detector
+    from bastion.detector.scorer import Scorer
     from bastion.detector.synthetic import read_traces
     from bastion.gateway.settings import Settings
 
     settings = Settings()
     path = checkpoint or settings.checkpoint_path
-    detector = Detector(load_checkpoint(path), responses=settings.detector_responses)
+    detector = Scorer(load_checkpoint(path), responses=settings.detector_responses)
     try:
         figures = evaluate(detector, list(read_traces(traces)))
     except ValueError as exc:

@@ -3,7 +3,7 @@
 import asyncio
 
 
-class DetectorGate:
+class DetectionBarrier:
     """Counts each agent's events still with the detector; `wait` returns once none are left."""
 
     def __init__(self) -> None:

@@ -13,7 +13,7 @@ import structlog
 
 from bastion.detector.canary import CanaryFailed, run_canary
 from bastion.detector.checkpoint import Checkpoint, load_checkpoint
-from bastion.detector.scorer import Detector
+from bastion.detector.scorer import Scorer
 from bastion.gateway.audit.log import AuditEntry, AuditLog
 
 log = structlog.get_logger()
@@ -40,7 +40,7 @@ class CheckpointWatcher:
     """Polls the checkpoint file every `poll_s`; a new file (it is replaced atomically) is loaded and swapped
     into the running detector without a restart. A file that does not load leaves the current model in place."""
 
-    def __init__(self, path: Path, detector: Detector, audit: AuditLog, poll_s: float) -> None:
+    def __init__(self, path: Path, detector: Scorer, audit: AuditLog, poll_s: float) -> None:
         self.path = path
         self.detector = detector
         self.audit = audit

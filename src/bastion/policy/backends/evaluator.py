@@ -19,11 +19,10 @@ from bastion.policy.backends.regocpp import (
     describe_rego_error,
     error_messages,
     evaluate,
+    failure_text,
     new_interpreter,
 )
 from bastion.policy.errors import PolicyCompileError
-
-MAX_ERROR_CHARS = 300
 
 
 class Evaluator:
@@ -86,19 +85,6 @@ class Evaluator:
     def ping(self, _payload: bytes) -> bytes:
         """Answer that this process is alive."""
         return b"pong"
-
-
-def failure_text(exc: BaseException) -> str:
-    """What went wrong: compile errors whole, evaluation errors short enough for a reason."""
-    if isinstance(exc, PolicyCompileError):
-        return str(exc)
-    if isinstance(exc, PolicyEvaluationError):
-        text = str(exc)
-    elif isinstance(exc, RegoError):
-        text = describe_rego_error(str(exc))
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return text[:MAX_ERROR_CHARS]
 
 
 def serve(read_fd: int, write_fd: int) -> None:

@@ -6,17 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from regopy import Bundle, RegoError
+from regopy import Bundle
 
 from bastion.policy.backends.regocpp import (
-    PolicyEvaluationError,
     compile_bundle,
-    describe_rego_error,
     evaluate,
+    failure_text,
     new_interpreter,
 )
 from bastion.policy.bundle import PolicyBundle
-from bastion.policy.decision import MalformedDecisionError, decision_from_document, engine_error, is_engine_error
+from bastion.policy.decision import decision_from_document, engine_error, is_engine_error
 from bastion.policy.errors import PolicyCompileError
 from bastion.policy.revocations import normalize_revocations, revocations_digest, with_revocations
 from bastion.policy.sample import SAMPLE_JSON, input_json
@@ -24,7 +23,6 @@ from bastion.policy.types import DECISION_PATH, Decision, DecisionInput
 
 # regopy calls rego-cpp through ctypes, which releases the GIL: one rego-cpp call at a time per process.
 _REGO_LOCK = threading.Lock()
-_MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class _Active:
     revision: str
 
 
-class EmbeddedRegoEngine:
+class InProcessRegoEngine:
     """`PolicyEngine` backed by rego-cpp; compiles once per policy or data change, thread-safe."""
 
     def __init__(self, bundle: PolicyBundle, revocations: Mapping[str, Any] | None = None) -> None:
@@ -96,7 +94,7 @@ class EmbeddedRegoEngine:
             document = evaluate(self._runtime, active.compiled, input_json)
             return decision_from_document(document, active.revision)
         except Exception as exc:  # any engine failure must deny, never escape to the caller
-            return engine_error(_failure_text(exc), active.revision)
+            return engine_error(failure_text(exc), active.revision)
 
     def _build(self, bundle: PolicyBundle, revocations: dict[str, Any]) -> _Active:
         """Compile `bundle` with `revocations` and check it decides a sample call; lock held."""
@@ -108,15 +106,4 @@ class EmbeddedRegoEngine:
             del compiled, active  # free the rego-cpp bundle now, under the lock, not with the traceback
             raise PolicyCompileError(f"policy compiled but cannot decide a sample shell.run call: {sample.reasons[0]}")
         return active
-
-
-def _failure_text(exc: Exception) -> str:
-    """What went wrong in an evaluation, short enough for a reason and never echoing the input."""
-    if isinstance(exc, PolicyEvaluationError | MalformedDecisionError):
-        text = str(exc)
-    elif isinstance(exc, RegoError):
-        text = describe_rego_error(str(exc))
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return text[:_MAX_ERROR_CHARS]
 

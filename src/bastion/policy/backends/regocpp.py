@@ -8,6 +8,7 @@ from typing import Any
 from regopy import Bundle, Interpreter, LogLevel, Node, NodeKind, Output, RegoError
 from regopy.rego_shared import rego_node_value
 
+from bastion.policy.decision import MalformedDecisionError
 from bastion.policy.errors import PolicyCompileError
 
 RESULT_VAR = "x"
@@ -118,3 +119,19 @@ def _line_col(name: str, offset: int, modules: Mapping[str, str]) -> str:
     line = before.count(b"\n") + 1
     column = len(before[before.rfind(b"\n") + 1 :].decode(errors="replace")) + 1
     return f"{name}:{line}:{column}"
+
+
+MAX_ERROR_CHARS = 300
+
+
+def failure_text(exc: BaseException) -> str:
+    """What went wrong: compile errors whole, evaluation errors short enough for a reason, never echoing the input."""
+    if isinstance(exc, PolicyCompileError):
+        return str(exc)
+    if isinstance(exc, PolicyEvaluationError | MalformedDecisionError):
+        text = str(exc)
+    elif isinstance(exc, RegoError):
+        text = describe_rego_error(str(exc))
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text[:MAX_ERROR_CHARS]

@@ -139,7 +139,7 @@ class AnnotationPublic(BaseModel):
 
 
 def _status(gateway: Gateway) -> DetectorStatus:
-    detector, worker, watcher = gateway.detector, gateway.worker, gateway.watcher
+    detector, worker, watcher = gateway.scorer, gateway.worker, gateway.watcher
     controls = gateway.detector_controls
     return DetectorStatus(
         mode=controls.global_mode, agent_modes=controls.agent_modes(), responses=dict(detector.responses),
