@@ -3,6 +3,7 @@
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -57,14 +58,19 @@ def score_sessions(model: SequenceModel, sessions: list[list[Event]], batch_size
     return result
 
 
-def _fit(model: SequenceModel, sessions: list[list[Event]], epochs: int, batch_size: int, rng: random.Random) -> float:
+EpochHook = Callable[[int, int, float], None]
+"""Called after each training epoch with (epochs done, epochs in all, the last batch's loss)."""
+
+
+def _fit(model: SequenceModel, sessions: list[list[Event]], epochs: int, batch_size: int, rng: random.Random,
+         on_epoch: EpochHook | None = None) -> float:
     """Minimise the mean per-event loss with Adam; return the last batch's loss."""
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     vectors, mask = _padded(sessions, device)
     loss_value = float("nan")
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         permutation = torch.randperm(len(sessions), generator=torch.Generator().manual_seed(rng.randrange(2**31)))
         for start in range(0, len(sessions), batch_size):
             index = permutation[start : start + batch_size].to(device)
@@ -74,6 +80,8 @@ def _fit(model: SequenceModel, sessions: list[list[Event]], epochs: int, batch_s
             loss.backward()
             optimizer.step()
             loss_value = loss.item()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs, loss_value)
     return loss_value
 
 
@@ -108,6 +116,7 @@ def train(
     batch_size: int = 64,
     agent_min_events: int = AGENT_MIN_EVENTS,
     metadata: dict[str, object] | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> Checkpoint:
     """Fit on normal sessions; threshold = (1 - target_fpr) quantile of the held-out scores that can trigger a
     response (events after the scorer's warmup) x SAFETY_MARGIN, and
@@ -127,7 +136,7 @@ def train(
     device = pick_device()
     model = SequenceModel(hidden_size=hidden_size).to(device)
     with single_cpu_thread(device):
-        loss_value = _fit(model, fit, epochs, batch_size, rng)
+        loss_value = _fit(model, fit, epochs, batch_size, rng, on_epoch)
     full = score_sessions(model, holdout)
     rows = [row[WARMUP_EVENTS:] for row in full]
     held_out = [score for row in rows for score in row] or [score for row in full for score in row]
@@ -159,7 +168,7 @@ def train(
     )
 
 
-def train_default(path: Path) -> Checkpoint:
+def train_default(path: Path, on_epoch: EpochHook | None = None) -> Checkpoint:
     """Train on the synthetic generator's normal sessions of the training personas (the held-out ones stay
     unseen, for evaluation), save to `path`, and return the checkpoint."""
     synthetic = normal_sessions(DEFAULT_SESSIONS, seed=DEFAULT_SEED, personas=TRAIN_PERSONAS)
@@ -172,6 +181,7 @@ def train_default(path: Path) -> Checkpoint:
             "source": "synthetic",
             "personas": list(TRAIN_PERSONAS),
         },
+        on_epoch=on_epoch,
     )
     save_checkpoint(checkpoint, path)
     return checkpoint

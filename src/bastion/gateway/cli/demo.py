@@ -1,9 +1,10 @@
 """`bastion demo`: a scripted agent showing an allowed call, a denied call and a live revocation."""
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 from rich.console import Console
 from rich.panel import Panel
 
@@ -59,3 +60,14 @@ def run_demo(url: str, admin_key: str, console: Console) -> int:
         verdict = "[bold green]demo behaved as expected[/]" if ok else "[bold red]demo did not behave as expected[/]"
         console.print(verdict)
         return 0 if ok else 1
+
+
+def demo(
+    url: Annotated[str, typer.Option(help="Gateway base URL")] = "http://127.0.0.1:8080",
+    admin_key: Annotated[str, typer.Option(envvar="BASTION_ADMIN_KEY", help="Admin key of that gateway")] = "",
+) -> None:
+    """Run a scripted agent against a running gateway: allowed, denied, then revoked live."""
+    if not admin_key:
+        Console(stderr=True).print("[red]An admin key is needed[/red]: pass --admin-key or set BASTION_ADMIN_KEY.")
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(url, admin_key, Console()))
