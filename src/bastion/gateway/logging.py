@@ -17,8 +17,9 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(log_format: str = "auto", level: str = "info") -> None:
-    """Set up structlog once; call ids bound with `bind_contextvars` appear on every line."""
+def configure_logging(log_format: str = "auto", level: str = "info", cache: bool = True) -> None:
+    """Set up structlog; call ids bound with `bind_contextvars` appear on every line. `cache` binds each logger on
+    first use (the gateway's hot path); a short command leaves it off, so a later `configure` still applies."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
@@ -33,5 +34,5 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )

@@ -22,4 +22,4 @@ for command in (serve, setup, migrate, demo):
 @app.callback()
 def quiet_logs() -> None:
     """Commands log only warnings and errors (`bastion serve` sets its own level from BASTION_LOG_LEVEL)."""
-    configure_logging("auto", "warning")
+    configure_logging("auto", "warning", cache=False)
