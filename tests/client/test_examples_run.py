@@ -4,7 +4,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from bastion_client import BastionClient
 from examples import langchain_tools, mcp_client, sdk_quickstart
-from tests.conftest import RunningGateway
+from tests.support.gateways import RunningGateway
 
 
 def _key(agent) -> str:

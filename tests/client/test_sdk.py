@@ -20,7 +20,7 @@ from bastion_client import (
     Unauthenticated,
 )
 from bastion_client.errors import error_from_response
-from tests.conftest import ADMIN_KEY, RunningGateway
+from tests.support.gateways import ADMIN_KEY, RunningGateway
 
 
 def _key(agent) -> str:

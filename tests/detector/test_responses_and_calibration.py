@@ -23,7 +23,7 @@ from bastion.detector.synthetic import (
 from bastion.detector.train import train
 from bastion.detector.types import ACTIONS
 from bastion.gateway.cli.app import app
-from tests.test_detector import EXFILTRATION, make_event
+from tests.support.events import EXFILTRATION, make_event
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from bastion.policy.bundle import PolicyBundle, load_default_bundle
 from bastion.policy.decision import is_engine_error
 from bastion.policy.engine import PolicyEngine
 from bastion.policy.errors import PolicyCompileError
-from tests.churn import decisions_under_revocation_churn
-from tests.test_policy_rules import call
+from tests.support.churn import decisions_under_revocation_churn
+from tests.support.policies import call
 
 HEADER = "package bastion.authz\n\nimport rego.v1\n\n"
 ALLOW = '{"allow": true, "reasons": [], "obligations": {}}'

@@ -11,7 +11,7 @@ from bastion.policy.backends.supervised import SupervisedRegoEngine
 from bastion.policy.bundle import PolicyBundle, load_default_bundle
 from bastion.policy.obligations import parse_obligations
 from bastion.policy.types import DecisionInput, HistoryEntry, RateCounts
-from tests.test_policy_rules import call
+from tests.support.policies import call
 
 FLOW_REASON = "command can send data out of the sandbox and this session has read a file under a secret directory"
 

@@ -8,29 +8,10 @@ import pytest
 
 from bastion.policy.backends.inprocess import InProcessRegoEngine
 from bastion.policy.bundle import load_default_bundle
-from bastion.policy.types import Decision, DecisionContext, DecisionInput, Principal, SessionInfo, ToolInfo
+from bastion.policy.types import Decision
+from tests.support.policies import call
 
 BUILTIN_TOOLS = ("shell.run", "python.run", "fs.read", "fs.write", "fs.list")
-
-
-def call(
-    tool: str,
-    args: dict[str, Any],
-    *,
-    roles: tuple[str, ...] = ("developer",),
-    agent: str = "agent-1",
-    session: str = "session-1",
-    risk: float = 0.0,
-    tool_risk: str = "low",
-) -> DecisionInput:
-    """A call of `tool` with `args` by `agent` in `session`."""
-    return DecisionInput(
-        principal=Principal(id=agent, roles=list(roles)),
-        session=SessionInfo(id=session, started_at="2025-01-01T00:00:00Z"),
-        tool=ToolInfo(name=tool, risk=tool_risk),
-        args=args,
-        context=DecisionContext(time="2025-01-01T00:00:01Z", risk=risk),
-    )
 
 
 @pytest.fixture(scope="module")

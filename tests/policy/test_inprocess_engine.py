@@ -9,10 +9,9 @@ from bastion.policy.backends.inprocess import InProcessRegoEngine
 from bastion.policy.bundle import PolicyBundle, default_bundle_dir, load_default_bundle
 from bastion.policy.engine import PolicyEngine
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError, RevocationsError
-from tests.churn import decisions_under_revocation_churn
-from tests.test_policy_rules import call
+from tests.support.churn import decisions_under_revocation_churn
+from tests.support.policies import HEADER, call
 
-HEADER = "package bastion.authz\n\nimport rego.v1\n\n"
 ALLOW_ALL = HEADER + 'decision := {"allow": true, "reasons": [], "obligations": {}}\n'
 
 

@@ -10,8 +10,7 @@ from bastion.policy.bundle import PolicyBundle, load_default_bundle
 from bastion.policy.input_paths import input_references, project_input, referenced_input_paths
 from bastion.policy.revocations import normalize_revocations, revocations_digest
 from bastion.policy.validation import ValidationReport, read_upload, validate
-from tests.test_policy import HEADER
-from tests.test_policy_rules import call
+from tests.support.policies import HEADER, call
 
 DECISION = HEADER + ('decision := {"allow": count(deny) == 0, "reasons": sort([r | some r in deny]), '
                      '"obligations": {}}\n')

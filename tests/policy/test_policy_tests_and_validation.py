@@ -12,7 +12,7 @@ from bastion.policy.explain import explain
 from bastion.policy.rego_source import top_level_rules, with_input_terms
 from bastion.policy.testing import run_policy_tests
 from bastion.policy.validation import read_directory, read_upload, validate
-from tests.test_policy_rules import call
+from tests.support.policies import call
 
 REPRO_P = "package p\n\nimport rego.v1\n\nd if input.u == 1\n\nallow if d\n"
 REPRO_TESTS = """package p_test

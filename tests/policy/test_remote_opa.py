@@ -32,7 +32,7 @@ from bastion.policy.backends.regocpp import (
 from bastion.policy.backends.remote import RemoteOpaEngine
 from bastion.policy.bundle import PolicyBundle, load_default_bundle
 from bastion.policy.errors import PolicyCompileError
-from tests.test_policy_rules import call
+from tests.support.policies import call
 
 _LOCATED = re.compile(r"^(.+?):(\d+):(\d+): (.*)$")
 

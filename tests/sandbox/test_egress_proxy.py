@@ -3,10 +3,8 @@
 Every test server listens on the host's loopback; no request here leaves the machine.
 """
 
-import http.server
 import shutil
 import tempfile
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,14 +16,8 @@ from bastion.sandbox.docker_runtime import DockerRuntime
 from bastion.sandbox.egress import AllowList, EgressLog
 from bastion.sandbox.proxy_request import BadProxyRequest, parse_head
 from bastion.sandbox.types import RunRequest, RunResult, SessionSpec
+from tests.support.egress import FETCH, Site
 
-FETCH = (
-    "import sys, urllib.error, urllib.request\n"
-    "try:\n"
-    "    print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())\n"
-    "except urllib.error.HTTPError as exc:\n"
-    "    print(exc.code, exc.read().decode().strip())\n"
-)
 TUNNEL = (
     "import http.client, sys\n"
     "conn = http.client.HTTPConnection('127.0.0.1', 3128, timeout=20)\n"
@@ -33,34 +25,6 @@ TUNNEL = (
     "conn.request('GET', '/through-the-tunnel')\n"
     "print(conn.getresponse().read().decode())\n"
 )
-
-
-class Site:
-    """An HTTP server on the host's loopback that counts the requests it gets."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        site = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                site.paths.append(self.path)
-                body = f"page {self.path}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from bastion.sandbox.types import RunRequest, RunResult, SandboxError, SandboxLi
 
 pytestmark = pytest.mark.docker
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ensure-docker.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ensure-docker.sh"
 STOP_TIMEOUT_S = 30.0
 CALL_BOUND_S = 60.0
 

@@ -10,7 +10,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import RunningGateway
+from tests.support.gateways import RunningGateway
 
 MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
 MODERN = "2026-07-28"

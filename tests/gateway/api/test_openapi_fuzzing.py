@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
+from tests.support.gateways import RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 EXAMPLES_PER_OPERATION = 10

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from bastion.gateway.api.app import YOUNG_COLLECTION_THRESHOLD
-from tests.conftest import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
+from tests.support.gateways import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 UUID_COMMAND = "cat /proc/sys/kernel/random/uuid"
 
@@ -269,6 +269,6 @@ def test_every_kind_the_domain_raises_has_an_http_status() -> None:
     from bastion.gateway.api.problems import STATUS_OF_KIND
 
     raised = set()
-    for path in (Path(__file__).resolve().parents[1] / "src" / "bastion").rglob("*.py"):
+    for path in (Path(__file__).resolve().parents[3] / "src" / "bastion").rglob("*.py"):
         raised.update(re.findall(r'GatewayError\(\s*"([a-z-]+)"', path.read_text()))
     assert raised and raised <= set(STATUS_OF_KIND), sorted(raised - set(STATUS_OF_KIND))

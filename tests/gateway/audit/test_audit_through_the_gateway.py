@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from bastion.gateway.audit.store import lock_chain
 from bastion.gateway.db.engine import make_engine
-from tests.conftest import ADMIN_KEY, EventTee, gateway_settings, serve_gateway, tempfile_short
+from tests.support.gateways import ADMIN_KEY, EventTee, gateway_settings, serve_gateway, tempfile_short
 
 SECRET = "s3cr3t-STDIN-Zq8xV1"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

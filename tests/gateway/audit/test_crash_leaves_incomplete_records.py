@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import text
 
 from bastion.gateway.db.engine import make_engine
-from tests.conftest import ADMIN_KEY, tempfile_short
+from tests.support.gateways import ADMIN_KEY, tempfile_short
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Agent
+from tests.support.gateways import Agent
 
 SYSCALL = "import ctypes, platform\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 NR = {  # x86_64, aarch64

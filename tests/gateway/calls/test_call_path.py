@@ -7,13 +7,8 @@ import docker
 import httpx
 
 from bastion.gateway.calls.facts import CallFacts
-from tests.conftest import Agent, RunningGateway, session_containers_removed
-
-PTRACE_CODE = (
-    "import ctypes, platform\n"
-    "nr = {'x86_64': 101, 'aarch64': 117}[platform.machine()]\n"
-    "ctypes.CDLL(None).syscall(nr, 0, 0, 0, 0)\n"
-)
+from tests.support.attacks import PTRACE_CODE
+from tests.support.gateways import Agent, RunningGateway, session_containers_removed
 
 
 def _session(http: httpx.Client, agent: Agent) -> str:

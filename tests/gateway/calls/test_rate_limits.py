@@ -13,7 +13,7 @@ from bastion.gateway.api.problems import as_problem
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.errors import GatewayError
 from bastion_client import BastionClient, RateLimited
-from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
+from tests.support.gateways import RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 
 class ManualClock:

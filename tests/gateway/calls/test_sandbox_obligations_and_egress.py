@@ -21,8 +21,8 @@ from bastion.gateway.calls.obligations import unmet
 from bastion.policy.bundle import default_bundle_dir
 from bastion.policy.obligations import Egress, parse_obligations
 from bastion_client import BastionClient, ObligationsUnmet
-from tests.conftest import RunningGateway, gateway_settings, serve_gateway, tempfile_short
-from tests.test_sandbox_egress import FETCH, Site
+from tests.support.egress import FETCH, Site
+from tests.support.gateways import RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 pytestmark = pytest.mark.docker
 

@@ -6,7 +6,7 @@ import httpx
 from typer.testing import CliRunner
 
 from bastion.gateway.cli.app import app
-from tests.conftest import ADMIN_KEY, RunningGateway
+from tests.support.gateways import ADMIN_KEY, RunningGateway
 
 runner = CliRunner()
 

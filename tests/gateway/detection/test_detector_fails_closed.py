@@ -20,10 +20,9 @@ from bastion.detector.scorer import Scorer
 from bastion.detector.types import Verdict
 from bastion.detector.worker import DetectorWorker
 from bastion.gateway.settings import Settings
-from tests.conftest import EventTee, gateway_settings, serve_gateway, tempfile_short
-from tests.test_detector import EXFILTRATION, make_event
-from tests.test_detector_gateway import DetectorGateway
-from tests.test_gateway_path import PTRACE_CODE
+from tests.support.attacks import PTRACE_CODE
+from tests.support.events import EXFILTRATION, make_event
+from tests.support.gateways import DetectorGateway, EventTee, gateway_settings, serve_gateway, tempfile_short
 
 BASTION = Path(sys.executable).with_name("bastion")
 

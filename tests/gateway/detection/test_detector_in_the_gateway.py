@@ -4,7 +4,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,16 +16,15 @@ from bastion.detector.checkpoint import load_checkpoint, save_checkpoint
 from bastion.gateway.cli.app import app
 from bastion.gateway.detection.labels import DetectorLabels
 from bastion.gateway.detection.training import AuditWindow, sessions_from_audit
-from tests.conftest import (
-    Agent,
+from tests.support.attacks import PTRACE_CODE
+from tests.support.gateways import (
+    DetectorGateway,
     EventTee,
-    RunningGateway,
     gateway_settings,
     serve_gateway,
     session_containers_removed,
     tempfile_short,
 )
-from tests.test_gateway_path import PTRACE_CODE
 
 EGRESS_CODE = (
     "import http.client\n"
@@ -34,40 +32,6 @@ EGRESS_CODE = (
     "conn.request('GET', 'http://203.0.113.9/drop')\n"
     "print(conn.getresponse().status)\n"
 )
-
-
-@dataclass
-class DetectorGateway:
-    """A gateway of its own (its own checkpoint file, polled every 0.2 s) and the events it published."""
-
-    running: RunningGateway
-    http: httpx.Client
-    tee: EventTee
-    checkpoint: Path
-
-    def agent(self, *roles: str) -> Agent:
-        response = self.http.post("/v1/agents", json={"name": "detector-test", "roles": list(roles)},
-                                  headers=self.running.admin)
-        assert response.status_code == 201, response.text
-        body = response.json()
-        return Agent(body["agent_id"], {"Authorization": f"Bearer {body['api_key']}"})
-
-    def session(self, agent: Agent) -> str:
-        response = self.http.post("/v1/sessions", headers=agent.headers)
-        assert response.status_code == 201, response.text
-        return response.json()["session_id"]
-
-    def call(self, agent: Agent, session_id: str, tool: str, **args: object) -> httpx.Response:
-        return self.http.post(f"/v1/sessions/{session_id}/calls", headers=agent.headers,
-                              json={"tool": tool, "args": args})
-
-    def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        return self.http.request(method, path, headers=self.running.admin, **kwargs)  # type: ignore[arg-type]
-
-    def audit(self, **filters: str) -> list[dict]:
-        response = self.admin("GET", "/v1/audit", params={"limit": 1000, **filters})
-        assert response.status_code == 200, response.text
-        return response.json()["records"]
 
 
 @pytest.fixture(scope="module")

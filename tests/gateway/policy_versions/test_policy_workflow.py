@@ -22,7 +22,7 @@ from bastion.gateway.policy_versions.store import PolicyStore
 from bastion.policy.backends.supervised import SupervisedRegoEngine
 from bastion.policy.bundle import default_bundle_dir, load_default_bundle
 from bastion.policy.validation import read_directory
-from tests.conftest import ADMIN_KEY, Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
+from tests.support.gateways import ADMIN_KEY, Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 HEADER = "package bastion.authz\n\nimport rego.v1\n\n"
 NO_LISTING = HEADER + 'deny contains "listing is switched off" if input.tool.name == "fs.list"\n'

@@ -20,7 +20,7 @@ from bastion.gateway.tools.custom import CommandTemplate, ToolDefinitionError
 from bastion.policy.bundle import default_bundle_dir
 from bastion.sandbox.container import PARENT_LABEL
 from bastion_client import BastionClient
-from tests.conftest import ADMIN_KEY, RunningGateway, gateway_settings, serve_gateway, tempfile_short
+from tests.support.gateways import ADMIN_KEY, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 PAY_SCRIPT = """import json, os, sys
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd()}))
