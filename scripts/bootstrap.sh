@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Idempotent set-up of a fresh Debian machine for bastion: virtualenv, package, Docker engine,
-# sandbox base image, database schema and detector checkpoint. Safe to run again and again.
+# Idempotent set-up of a fresh Debian machine for bastion: virtualenv, package, Docker engine, sandbox base image,
+# database schema and detector checkpoint. Safe to run again and again.
+#   scripts/bootstrap.sh              what the gateway needs (make run)
+#   scripts/bootstrap.sh --dev        also the test, lint and docs tools (make test)
+#   --no-setup                        only the virtualenv (no Docker engine, image, schema or checkpoint)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+dev=0 setup=1
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    --no-setup) setup=0 ;;
+    *) echo "usage: scripts/bootstrap.sh [--dev] [--no-setup]" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
@@ -15,14 +27,23 @@ fi
 [ -n "$PYTHON" ] || { echo "bastion needs Python 3.11 or newer (apt-get install python3)" >&2; exit 1; }
 
 if [ ! -x .venv/bin/python ]; then
+  echo "creating the virtualenv (.venv) with $PYTHON"
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.bastion-installed
+[ "$dev" = 1 ] && stamp=.venv/.bastion-installed-dev
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then
+  echo "installing bastion$([ "$dev" = 1 ] && echo ' and its development tools') into .venv"
   .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e clients/python -e '.[dev]'
+  if [ "$dev" = 1 ]; then
+    .venv/bin/pip install --quiet -e clients/python -e '.[dev]'
+  else
+    .venv/bin/pip install --quiet -e clients/python -e .
+  fi
   touch "$stamp"
 fi
 
-scripts/ensure-docker.sh
-.venv/bin/bastion setup
+if [ "$setup" = 1 ]; then
+  scripts/ensure-docker.sh
+  .venv/bin/bastion setup
+fi

@@ -36,10 +36,12 @@ install_missing() {
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   [ -x "$RUNSC" ] || missing+=(runsc)
   if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq || echo "ensure-docker: apt-get update failed" >&2
+    mkdir -p var
+    echo "installing ${missing[*]} (apt-get; its output goes to var/apt.log)"
+    apt-get update -qq >>var/apt.log 2>&1 || echo "ensure-docker: apt-get update failed; see var/apt.log" >&2
     for package in "${missing[@]}"; do
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null \
-        || echo "ensure-docker: could not install $package" >&2
+      DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq "$package" >>var/apt.log 2>&1 \
+        || echo "ensure-docker: could not install $package; see var/apt.log" >&2
     done
   fi
 }

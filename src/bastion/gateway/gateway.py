@@ -14,8 +14,7 @@ from bastion.detector.scorer import Scorer
 from bastion.detector.worker import DetectorWorker
 from bastion.gateway.agents.principals import PrincipalStore
 from bastion.gateway.api.idempotency import IdempotencyStore
-from bastion.gateway.audit.log import AuditLog
-from bastion.gateway.audit.redaction import AuditRedactor
+from bastion.gateway.audit import AuditLog, AuditRedactor
 from bastion.gateway.calls.approvals import ApprovalDesk
 from bastion.gateway.calls.arguments import ArgumentLimits
 from bastion.gateway.calls.egress import EgressGrants

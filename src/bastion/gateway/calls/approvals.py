@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.db.tables import Approval, utcnow
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.detection.feed import MAX_SESSIONS, EgressTap
 from bastion.policy.obligations import Egress
 from bastion.sandbox.proxy_request import authority

@@ -13,8 +13,7 @@ import structlog
 
 from bastion.detector.types import Event
 from bastion.gateway.agents.principals import PrincipalView
-from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError
-from bastion.gateway.audit.redaction import AuditRedactor
+from bastion.gateway.audit import AuditEntry, AuditLog, AuditRedactor, AuditStoreError
 from bastion.gateway.calls.approvals import ApprovalDesk
 from bastion.gateway.calls.arguments import ArgumentLimits
 from bastion.gateway.calls.egress import EgressGrants

@@ -14,7 +14,7 @@ import structlog
 from bastion.detector.canary import CanaryFailed, run_canary
 from bastion.detector.checkpoint import Checkpoint, load_checkpoint
 from bastion.detector.scorer import Scorer
-from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.audit import AuditEntry, AuditLog
 
 log = structlog.get_logger()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 
-from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError
+from bastion.gateway.audit import AuditEntry, AuditLog, AuditStoreError
 from bastion.gateway.db.tables import PolicyState, PolicyVersion, ShadowResult
 from bastion.gateway.policy_versions.store import PolicyStore, StaleState, upload_of
 from bastion.policy.backends.supervised import SupervisedRegoEngine

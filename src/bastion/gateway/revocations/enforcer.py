@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from bastion.detector.types import Verdict
-from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.db.tables import Revocation
 from bastion.gateway.detection.controls import DetectorControls
 from bastion.gateway.detection.risk import RiskBoard

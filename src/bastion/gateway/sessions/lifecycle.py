@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import Callable
 
 from bastion.gateway.agents.principals import PrincipalView
-from bastion.gateway.audit.log import AuditEntry, AuditLog
+from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.db.tables import SandboxSession

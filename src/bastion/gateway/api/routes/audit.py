@@ -10,7 +10,7 @@ from pydantic import BaseModel, field_validator
 
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep, records_settled
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.audit.export import MEDIA_TYPES, ExportFormat, export_chunks, record_document
+from bastion.gateway.audit import MEDIA_TYPES, ExportFormat, export_chunks, record_document
 from bastion.gateway.audit.query import (
     AuditFilter,
     BadCursor,

@@ -11,7 +11,7 @@ from bastion.detector.types import Verdict
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep, records_settled
 from bastion.gateway.api.openapi import problems
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.audit.log import AuditEntry
+from bastion.gateway.audit import AuditEntry
 from bastion.gateway.db.tables import DetectorAnnotation, DetectorSuppression, utcnow
 from bastion.gateway.detection.controls import Mode
 from bastion.gateway.detection.labels import Label

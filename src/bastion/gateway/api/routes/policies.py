@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep
 from bastion.gateway.api.openapi import problems
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.audit.log import AuditStoreError
+from bastion.gateway.audit import AuditStoreError
 from bastion.gateway.db.tables import PolicyState, PolicyVersion, ShadowResult
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.policy_versions.control import ShadowUnsupported

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep, records_settled
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.audit.log import AuditEntry
+from bastion.gateway.audit import AuditEntry
 from bastion.gateway.db.tables import DetectorAnnotation, Revocation
 from bastion.gateway.detection.labels import Label
 from bastion.gateway.revocations.enforcer import RevocationRequest
