@@ -40,6 +40,10 @@ class SessionInfo(BaseModel):
 
 
 Risk = Literal["low", "medium", "high"]
+Effect = Literal["read", "write", "send", "pay", "share", "delete", "execute", "configure"]
+EFFECTS: tuple[Effect, ...] = ("read", "write", "send", "pay", "share", "delete", "execute", "configure")
+EFFECTS_OF_RISK: dict[str, tuple[Effect, ...]] = {"low": ("read",), "medium": ("write",), "high": ("execute",)}
+"""What a tool that declares no effects is taken to do, from its risk."""
 
 
 class ToolInfo(BaseModel):
@@ -49,6 +53,7 @@ class ToolInfo(BaseModel):
     version: str = "1"
     risk: Risk = "low"
     network: bool = False
+    effects: list[Effect] = Field(default_factory=lambda: ["read"])
 
 
 class RateCounts(BaseModel):

@@ -207,8 +207,23 @@ def test_policy_decides_custom_tools_and_sees_name_version_and_risk(client: http
                          headers=tools_gateway.admin).json()["records"]
     decision = next(r for r in records if r["kind"] == "decision")
     assert decision["input"]["tool"] == {"name": "billing.send_money", "version": "1", "risk": "high",
-                                         "network": False}
+                                         "network": False, "effects": ["execute"]}
     assert [r["kind"] for r in records] == ["decision", "result"]
+
+
+def test_declared_effects_are_listed_and_reach_the_policy(client: httpx.Client, registered: dict[str, dict],
+                                                          tools_gateway: RunningGateway) -> None:
+    declared = {**ECHO_TOOL, "name": "mail.forward", "effects": ["send", "share", "send"], "risk": "low"}
+    created = client.post("/v1/tools", json=declared, headers=tools_gateway.admin)
+    assert created.status_code == 201 and created.json()["effects"] == ["send", "share"]
+    listed = {tool["name"]: tool for tool in client.get("/v1/tools", headers=tools_gateway.admin).json()["tools"]}
+    assert listed["mail.forward"]["effects"] == ["send", "share"]
+    assert listed["shell.run"]["effects"] == ["execute"] and listed["fs.read"]["effects"] == ["read"]
+    assert listed["billing.send_money"]["effects"] == ["execute"], "no effects declared: high risk implies execute"
+    wrong = client.post("/v1/tools", json={**declared, "effects": ["teleport"]}, headers=tools_gateway.admin)
+    assert wrong.status_code == 422 and "effects" in wrong.text
+    versions = client.get("/v1/tools/mail.forward/versions", headers=tools_gateway.admin).json()["versions"]
+    assert versions[-1]["effects"] == ["send", "share"]
 
 
 def test_reregistering_bumps_the_version_and_keeps_the_history(client: httpx.Client, registered: dict[str, dict],

@@ -217,6 +217,7 @@ class CustomToolVersion(SQLModel, table=True):
     input_schema: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     command: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     risk: str = Field(default="medium", max_length=8)
+    effects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     egress: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     timeout_s: float | None = None
     max_output_bytes: int | None = None

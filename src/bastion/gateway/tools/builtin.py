@@ -7,7 +7,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from bastion.policy.types import Risk, ToolInfo
+from bastion.policy.types import Effect, Risk, ToolInfo
 from bastion.sandbox.types import RunRequest
 
 MAX_TEXT = 1_048_576
@@ -26,6 +26,7 @@ class Tool:
     input_schema: dict[str, Any]
     to_request: Callable[[dict[str, Any], float, int], RunRequest]
     risk: Risk = "low"
+    effects: tuple[Effect, ...] = ("read",)
     version: str = "1"
     network: bool = False
     timeout_s: float | None = None
@@ -40,12 +41,14 @@ class Tool:
 
     def info(self) -> ToolInfo:
         """The tool as policies see it (`input.tool`)."""
-        return ToolInfo(name=self.name, version=self.version, risk=self.risk, network=self.network)
+        return ToolInfo(name=self.name, version=self.version, risk=self.risk, network=self.network,
+                        effects=list(self.effects))
 
     def public(self) -> dict[str, Any]:
         """The listing shown by `GET /v1/tools`."""
         return {"name": self.name, "version": self.version, "description": self.description,
-                "risk": self.risk, "network": self.network, "input_schema": self.input_schema}
+                "risk": self.risk, "effects": list(self.effects), "network": self.network,
+                "input_schema": self.input_schema}
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -67,7 +70,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
                                   "timeout_s": _TIMEOUT,
                                   "stdin": {"type": "string", "maxLength": MAX_TEXT}}, ["command"]),
             to_request=lambda a, t, m: _exec(["/bin/sh", "-c", a["command"]], a, t, m),
-            risk="medium",
+            risk="medium", effects=("execute",),
         ),
         Tool(
             name="python.run",
@@ -76,7 +79,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
                                   "timeout_s": _TIMEOUT,
                                   "stdin": {"type": "string", "maxLength": MAX_TEXT}}, ["code"]),
             to_request=lambda a, t, m: _exec(["python3", "-I", "-c", a["code"]], a, t, m),
-            risk="medium",
+            risk="medium", effects=("execute",),
         ),
         Tool(
             name="fs.read",
@@ -91,6 +94,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
                                  ["path", "content"]),
             to_request=lambda a, t, m: RunRequest(op="write", path=a["path"], content=a["content"],
                                                   timeout_s=t, max_output_bytes=m),
+            effects=("write",),
         ),
         Tool(
             name="fs.list",

@@ -38,6 +38,7 @@ def spec_of(row: CustomToolVersion) -> CustomToolSpec:
     """The definition stored in a row."""
     return CustomToolSpec(name=row.name, version=row.version, description=row.description,
                           input_schema=row.input_schema, command=list(row.command), risk=row.risk,
+                          effects=tuple(row.effects),
                           egress=list(row.egress), timeout_s=row.timeout_s, max_output_bytes=row.max_output_bytes,
                           files=dict(row.files), image=row.image)
 
@@ -45,7 +46,8 @@ def spec_of(row: CustomToolVersion) -> CustomToolSpec:
 def as_tool(spec: CustomToolSpec, versions: tuple[int, ...], default_timeout_s: float) -> CustomTool:
     """The callable tool for one definition; calls run for its own timeout (never one from the arguments)."""
     return CustomTool(name=spec.name, description=spec.description, input_schema=spec.input_schema,
-                      to_request=spec.to_request, risk=spec.risk, version=str(spec.version),
+                      to_request=spec.to_request, risk=spec.risk, effects=spec.declared_effects,
+                      version=str(spec.version),
                       network=bool(spec.egress), timeout_s=spec.timeout_s or default_timeout_s, files=spec.files,
                       egress=tuple(spec.egress), image=spec.image, spec=spec, versions=versions)
 
@@ -81,7 +83,7 @@ class ToolCatalog:
             version = (last or 0) + 1
             db.add(CustomToolVersion(name=spec.name, version=version, description=spec.description,
                                      input_schema=spec.input_schema, command=spec.command, risk=spec.risk,
-                                     egress=spec.egress, timeout_s=spec.timeout_s,
+                                     effects=list(spec.effects), egress=spec.egress, timeout_s=spec.timeout_s,
                                      max_output_bytes=spec.max_output_bytes, files=spec.files, image=spec.image,
                                      created_by=created_by))
             for older in db.exec(select(CustomToolVersion).where(CustomToolVersion.name == spec.name,

@@ -18,7 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, SchemaError, ValidationError
 
-from bastion.policy.types import Risk
+from bastion.policy.types import EFFECTS_OF_RISK, Effect, Risk
 from bastion.sandbox.types import RunRequest
 
 ARGS_JSON = "args_json"
@@ -172,11 +172,17 @@ class CustomToolSpec:
     input_schema: dict[str, Any]
     command: list[str]
     risk: Risk = "medium"
+    effects: tuple[Effect, ...] = ()
     egress: list[str] = field(default_factory=list)
     timeout_s: float | None = None
     max_output_bytes: int | None = None
     files: dict[str, str] = field(default_factory=dict)
     image: str | None = None
+
+    @property
+    def declared_effects(self) -> tuple[Effect, ...]:
+        """The effects the tool declares, or those its risk implies when it declares none."""
+        return self.effects or EFFECTS_OF_RISK[self.risk]
 
     @cached_property
     def template(self) -> CommandTemplate:

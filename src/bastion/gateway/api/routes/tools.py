@@ -16,6 +16,7 @@ from bastion.gateway.gateway import Gateway
 from bastion.gateway.tools.builtin import BUILTIN_TOOLS
 from bastion.gateway.tools.catalog import spec_of
 from bastion.gateway.tools.custom import CustomToolSpec, ToolDefinitionError
+from bastion.policy.types import EFFECTS, Effect
 from bastion.sandbox.types import SandboxError
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
@@ -31,7 +32,7 @@ _PAY_SCHEMA = {"type": "object", "required": ["recipient", "amount"], "additiona
 _PAY_EXAMPLE = {"name": "billing.send_money", "description": "Send money to a recipient.",
                 "input_schema": _PAY_SCHEMA,
                 "command": ["python3", "tools/pay.py", "--to", "{recipient}", "--amount", "{amount}"],
-                "risk": "high", "limits": {"timeout_s": 20},
+                "risk": "high", "effects": ["pay"], "limits": {"timeout_s": 20},
                 "files": {"tools/pay.py": "import sys\nprint('paid', sys.argv[2:])\n"}}
 
 
@@ -60,6 +61,11 @@ class ToolCreate(BaseModel):
     input_schema: dict[str, Any]
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
     risk: Literal["low", "medium", "high"] = "medium"
+    effects: list[Effect] = Field(default_factory=list, max_length=len(EFFECTS),
+                                  description="What the tool does: read, write, send, pay, share, delete, execute, "
+                                              "configure. The detector weighs argument novelty and provenance by "
+                                              "effect, and policies see them as `input.tool.effects`. Default from "
+                                              "`risk`: low → read, medium → write, high → execute.")
     egress: list[str] = Field(default_factory=list, max_length=32,
                               description="Destinations the tool may reach (`host`, `host:port`, `*.domain`): a "
                                           "non-empty list marks it network-capable for policy (tool.network). A call "
@@ -101,6 +107,7 @@ class ToolPublic(BaseModel):
     version: str
     description: str
     risk: str
+    effects: list[str]
     network: bool
     input_schema: dict[str, Any]
     custom: bool = False
@@ -126,6 +133,7 @@ class ToolVersionPublic(BaseModel):
     input_schema: dict[str, Any]
     command: list[str]
     risk: str
+    effects: list[str]
     egress: list[str]
     limits: ToolLimits
     files: list[str]
@@ -155,7 +163,8 @@ async def register_tool(body: ToolCreate, admin: AdminPrincipal, gateway: Gatewa
         raise Problem(409, "builtin-tool", "Built-in tool",
                       f"{body.name!r} is a built-in tool and cannot be replaced; choose another name.")
     spec = CustomToolSpec(name=body.name, version=0, description=body.description, input_schema=body.input_schema,
-                          command=body.command, risk=body.risk, egress=body.egress, timeout_s=body.limits.timeout_s,
+                          command=body.command, risk=body.risk, effects=tuple(dict.fromkeys(body.effects)),
+                          egress=body.egress, timeout_s=body.limits.timeout_s,
                           max_output_bytes=body.limits.max_output_bytes, files=body.files, image=body.image)
     if body.image is not None and not await _image_exists(gateway, body.image):
         raise Problem(422, "unknown-image", "Unknown tool image",
@@ -199,7 +208,8 @@ async def retire_tool(name: ToolName, _admin: AdminPrincipal, gateway: GatewayDe
 def _version(row: CustomToolVersion) -> ToolVersionPublic:
     spec = spec_of(row)
     return ToolVersionPublic(version=str(row.version), description=spec.description, input_schema=spec.input_schema,
-                             command=spec.command, risk=spec.risk, egress=spec.egress,
+                             command=spec.command, risk=spec.risk, effects=list(spec.declared_effects),
+                             egress=spec.egress,
                              limits=ToolLimits(timeout_s=spec.timeout_s, max_output_bytes=spec.max_output_bytes),
                              files=sorted(spec.files), image=spec.image, created_by=row.created_by,
                              created_at=row.created_at, retired_at=row.retired_at)

@@ -1,0 +1,263 @@
+"""Where a call's argument values came from: the user, the agent's own past, or content a tool returned.
+
+An outbound call (send, pay, share, ...) whose argument was introduced by tool output, next to signs of
+injected instructions, and never used by this agent or its role before, is strong evidence of a hijack: the
+information-flow idea of CaMeL/FIDES-style defences, without an LLM. The tracker keeps each live session's recent
+output text in memory only (bounded); what outlives a session is keyed hashes in the usage sketch."""
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bastion.detector.injection import INJECTION_THRESHOLD, Sign, near, signs
+from bastion.detector.novelty import CountMinSketch
+from bastion.detector.types import Verdict
+from bastion.detector.values import Value, argument_values, entities, is_recipient_path, normal_literal
+
+Source = Literal["user", "tool_output", "agent", "role", "new"]
+ACTING_EFFECTS = frozenset({"write", "send", "pay", "share", "delete", "configure", "execute"})
+OUTBOUND_EFFECTS = frozenset({"send", "pay", "share", "delete", "configure"})
+CODE_ARGUMENTS = frozenset({"command", "code", "script", "stdin"})
+MAX_OUTPUT_CHARS = 65_536
+MAX_SESSION_CHARS = 262_144
+MAX_SESSIONS = 10_000
+MAX_ENTITIES = 4_096
+PROVENANCE_FEATURES: tuple[str, ...] = ("from_output", "injected", "output_injection", "novel_outbound")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Where one argument value came from, and what this agent and its role did with it before."""
+
+    value: Value
+    source: Source
+    call: int | None = None
+    tool: str | None = None
+    injection: float = 0.0
+    signs: tuple[str, ...] = ()
+    used_by_agent: bool = False
+    used_by_role: bool = False
+    tainted: bool = False
+
+    def policy_view(self) -> dict[str, Any]:
+        """The finding as policies see it in `input.args_provenance`."""
+        return {"kind": self.value.kind, "source": self.source, "call": self.call, "tool": self.tool,
+                "injection": self.injection >= INJECTION_THRESHOLD or self.tainted,
+                "used_by_agent": self.used_by_agent, "used_by_role": self.used_by_role}
+
+    def words(self) -> str:
+        """The finding in words an operator can act on."""
+        label = "recipient" if is_recipient_path(self.value.path) else "argument"
+        where = (f"first appeared in the output of call {self.call} (`{self.tool}`)" if self.source == "tool_output"
+                 else "appeared next to injected instructions in an earlier session" if self.tainted
+                 else f"came from {self.source}")
+        past = "never used by this agent" + ("" if self.used_by_role else " or its role")
+        text = f"{label} {self.value.path!r} = '{self.value.masked()}' {where}; {past}"
+        if self.signs:
+            text += f"; the content around it {', '.join(self.signs[:3])}"
+        return text
+
+
+@dataclass
+class Assessment:
+    """What the tracker found about one call's arguments, before it runs."""
+
+    effects: tuple[str, ...]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def acting(self) -> bool:
+        """True when the tool does more than read."""
+        return bool(ACTING_EFFECTS.intersection(self.effects))
+
+    @property
+    def evidence(self) -> Finding | None:
+        """The finding that is strong evidence of a hijack, if any: an acting call's value introduced by tool output
+        next to injected instructions (or tainted so in an earlier session), never used by this agent or role."""
+        if not self.acting:
+            return None
+        strong = [f for f in self.findings if not (f.used_by_agent or f.used_by_role or f.source == "user")
+                  and ((f.source == "tool_output" and f.injection >= INJECTION_THRESHOLD) or f.tainted)]
+        strong.sort(key=lambda f: (not is_recipient_path(f.value.path), -f.injection))
+        return strong[0] if strong else None
+
+    def policy_view(self) -> dict[str, dict[str, Any]]:
+        """`input.args_provenance`: per argument path, the least trusted finding."""
+        order = {"tool_output": 0, "new": 1, "role": 2, "agent": 3, "user": 4}
+        view: dict[str, Finding] = {}
+        for finding in self.findings:
+            kept = view.get(finding.value.path)
+            if kept is None or order[finding.source] < order[kept.source]:
+                view[finding.value.path] = finding
+        return {path: finding.policy_view() for path, finding in sorted(view.items())}
+
+    def features(self) -> dict[str, float]:
+        """The detector's provenance features of the call (named by PROVENANCE_FEATURES, `output_injection` later)."""
+        untrusted = [f for f in self.findings if f.source == "tool_output" and not (f.used_by_agent or f.used_by_role)]
+        outbound = bool(OUTBOUND_EFFECTS.intersection(self.effects))
+        novel = [f for f in self.findings if f.source in ("tool_output", "new") and not f.used_by_agent]
+        return {
+            "from_output": float(self.acting and bool(untrusted)),
+            "injected": min(1.0, max((f.injection for f in untrusted), default=0.0) / (2 * INJECTION_THRESHOLD))
+            if self.acting else 0.0,
+            "novel_outbound": float(outbound and any(is_recipient_path(f.value.path) for f in novel)),
+        }
+
+    def verdict(self, call_id: str, agent_id: str, session_id: str, tool: str, action: str) -> Verdict | None:
+        """The detector's verdict on this call before it runs, when the evidence is strong."""
+        finding = self.evidence
+        if finding is None:
+            return None
+        reason = f"{tool} blocked before it ran: {finding.words()}"
+        return Verdict.model_validate({
+            "call_id": call_id, "agent_id": agent_id, "session_id": session_id, "tool": tool, "score": 1.0,
+            "threshold": 0.5, "risk": 1.0, "action": action, "reasons": [reason],
+            "features": [f"argument introduced by tool output ({finding.value.kind})"]})
+
+
+@dataclass
+class _Seen:
+    call: int
+    tool: str
+    injection: float
+    signs: tuple[str, ...]
+
+
+@dataclass
+class _Output:
+    call: int
+    tool: str
+    text: str
+    signs: list[Sign]
+
+
+@dataclass
+class _SessionOutputs:
+    """One live session's trusted values and recent tool output (in memory only)."""
+
+    user_values: set[str] = field(default_factory=set)
+    user_text: str = ""
+    outputs: list[_Output] = field(default_factory=list)
+    chars: int = 0
+    seen: dict[str, _Seen] = field(default_factory=dict)
+
+
+class ProvenanceTracker:
+    """Follows, per live session, what tools returned and what the user declared, and judges each call's arguments
+    against it and against the agent's and role's history (a keyed, bounded sketch: no raw values)."""
+
+    def __init__(self, usage: CountMinSketch | None = None, max_sessions: int = MAX_SESSIONS) -> None:
+        self.usage = usage or CountMinSketch(1 << 20)
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, _SessionOutputs] = OrderedDict()
+
+    def _session(self, session_id: str) -> _SessionOutputs:
+        state = self._sessions.pop(session_id, None) or _SessionOutputs()
+        self._sessions[session_id] = state
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        return state
+
+    def open(self, session_id: str, task: str | None, trusted_values: Iterable[str]) -> None:
+        """Declare what the session's user asked for (`task`) and the values they vouch for."""
+        state = self._session(session_id)
+        texts = [task or "", *trusted_values]
+        state.user_text = normal_literal("\n".join(texts))
+        state.user_values = {value.normal for text in texts for value in entities(text)}
+        state.user_values.update(normal_literal(value) for value in trusted_values if value.strip())
+
+    def forget(self, session_id: str) -> None:
+        """Drop a finished session's output and declared values."""
+        self._sessions.pop(session_id, None)
+
+    def assess(self, agent_id: str, roles: Iterable[str], session_id: str, effects: Iterable[str],
+               args: dict[str, Any], code_arguments: bool = False) -> Assessment:
+        """Where each argument value of a call about to run came from. `code_arguments` marks a tool whose command
+        or code is itself an argument: only the entities inside it count, not the whole text."""
+        assessment = Assessment(tuple(effects))
+        state = self._sessions.get(session_id)
+        roles = tuple(roles)
+        for value in argument_values(args):
+            if code_arguments and value.kind == "literal" and value.path.split(".", 1)[0] in CODE_ARGUMENTS:
+                continue
+            assessment.findings.append(self._finding(agent_id, roles, state, value))
+        return assessment
+
+    def _finding(self, agent_id: str, roles: tuple[str, ...], state: _SessionOutputs | None, value: Value) -> Finding:
+        used_agent = self.usage.count(_usage_key("a", agent_id, value)) > 0
+        used_role = any(self.usage.count(_usage_key("r", role, value)) > 0 for role in roles)
+        tainted = self.usage.count(_usage_key("t", agent_id, value)) > 0 or any(
+            self.usage.count(_usage_key("tr", role, value)) > 0 for role in roles)
+        past = {"used_by_agent": used_agent, "used_by_role": used_role, "tainted": tainted}
+        if state is not None:
+            if value.normal in state.user_values or (value.kind == "literal" and value.normal in state.user_text):
+                return Finding(value, "user", **past)
+            seen = state.seen.get(value.normal) or self._in_text(state, value)
+            if seen is not None:
+                return Finding(value, "tool_output", seen.call, seen.tool, seen.injection, seen.signs, **past)
+        source: Source = "agent" if used_agent else "role" if used_role else "new"
+        return Finding(value, source, **past)
+
+    @staticmethod
+    def _in_text(state: _SessionOutputs, value: Value) -> _Seen | None:
+        """A literal value found inside an earlier output's text (entities are indexed when the output arrives)."""
+        if value.kind != "literal":
+            return None
+        for output in state.outputs:
+            position = output.text.find(value.normal)
+            if position >= 0:
+                score, names = near(output.signs, position)
+                return _Seen(output.call, output.tool, score, tuple(names))
+        return None
+
+    def ran(self, agent_id: str, roles: Iterable[str], session_id: str, call: int, tool: str,
+            assessment: Assessment | None, output: str, data: Any = None) -> float:
+        """Record a call that ran: its argument values as used by this agent and role (an acting call's), and its
+        output as content later calls may copy from. Returns the output's injection score."""
+        roles = tuple(roles)
+        if assessment is not None and assessment.acting:
+            for finding in assessment.findings:
+                self.usage.add(_usage_key("a", agent_id, finding.value))
+                for role in roles:
+                    self.usage.add(_usage_key("r", role, finding.value))
+        text = output[:MAX_OUTPUT_CHARS]
+        if data is not None:
+            text += "\n" + json.dumps(data, ensure_ascii=False, default=str)[:MAX_OUTPUT_CHARS]
+        if not text.strip():
+            return 0.0
+        state = self._session(session_id)
+        found = signs(text)
+        normal = normal_literal(text)
+        state.outputs.append(_Output(call, tool, normal, signs(normal) if found else []))
+        state.chars += len(normal)
+        while state.chars > MAX_SESSION_CHARS and len(state.outputs) > 1:
+            state.chars -= len(state.outputs.pop(0).text)
+        strongest = 0.0
+        for value, position in _positioned_entities(text):
+            score, names = near(found, position)
+            strongest = max(strongest, score)
+            if value.normal not in state.seen and len(state.seen) < MAX_ENTITIES:
+                state.seen[value.normal] = _Seen(call, tool, score, tuple(names))
+            if score >= INJECTION_THRESHOLD:
+                self.usage.add(_usage_key("t", agent_id, value))
+                for role in roles:
+                    self.usage.add(_usage_key("tr", role, value))
+        return max(strongest, max((near(found, sign.start)[0] for sign in found), default=0.0))
+
+
+def _usage_key(scope: str, owner: str, value: Value) -> str:
+    return f"{scope}\0{owner}\0{value.kind}\0{value.normal}"
+
+
+def _positioned_entities(text: str) -> list[tuple[Value, int]]:
+    """Entities of an output with the position each was found at (the first occurrence)."""
+    lowered = text.lower()
+    placed = []
+    for value in entities(text):
+        position = lowered.find(value.normal.lower())
+        if position < 0 and value.kind in ("iban", "phone"):
+            position = lowered.replace(" ", "").find(value.normal.lower())
+        placed.append((value, max(position, 0)))
+    return placed
