@@ -44,6 +44,18 @@ PHRASES: dict[str, str] = {
     "egress_count": "unusual number of connections",
     "egress_bytes": "unusual egress volume",
     "agent_history": "unusual for an agent with this much history",
+    "effect_read": "a reading tool where it is unusual",
+    "effect_write": "a writing tool where it is unusual",
+    "effect_send": "a sending tool where it is unusual",
+    "effect_pay": "a payment where it is unusual",
+    "effect_share": "a sharing tool where it is unusual",
+    "effect_delete": "a deleting tool where it is unusual",
+    "effect_execute": "code execution where it is unusual",
+    "effect_configure": "a configuration change where it is unusual",
+    "from_output": "argument value introduced by a tool's output",
+    "injected": "argument value next to injected instructions",
+    "novel_outbound": "never-seen recipient of an outbound call",
+    "output_injection": "tool output that reads like instructions to the agent",
 }
 
 

@@ -9,7 +9,7 @@ import torch
 
 from bastion.detector.types import Event
 
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 TOOL_VOCABULARY: tuple[str, ...] = ("shell.run", "python.run", "fs.read", "fs.write", "fs.list", "other")
 
@@ -216,6 +216,10 @@ NOVELTY_NAMES: tuple[str, ...] = (
     "agent_history",
 )
 EGRESS_NOVELTY_NAMES: tuple[str, ...] = ("novel_egress", "novel_egress_any")
+EFFECT_NAMES: tuple[str, ...] = ("read", "write", "send", "pay", "share", "delete", "execute", "configure")
+EFFECT_FLAGS: tuple[str, ...] = tuple(f"effect_{name}" for name in EFFECT_NAMES)
+PROVENANCE_NAMES: tuple[str, ...] = ("from_output", "injected", "novel_outbound")
+OUTPUT_INJECTION = "output_injection"
 EXIT_CLASSES: tuple[str, ...] = ("none", "ok", "error", "killed")
 FLAG_FEATURES: tuple[str, ...] = (
     "denied",
@@ -237,6 +241,9 @@ FLAG_FEATURES: tuple[str, ...] = (
     "egress_denied",
     *(name for name in NOVELTY_NAMES if name != "agent_history"),
     *EGRESS_NOVELTY_NAMES,
+    *EFFECT_FLAGS,
+    *PROVENANCE_NAMES,
+    OUTPUT_INJECTION,
 )
 MEASURE_FEATURES: tuple[str, ...] = (
     "duration",
@@ -277,6 +284,7 @@ _LOG_MEASURES = (
     ("egress_count", 2.0),
     ("egress_bytes", 6.0),
 )
+_PROVENANCE_FLAGS = (*PROVENANCE_NAMES, OUTPUT_INJECTION)
 _RAW_COLUMNS = (
     "tool_index",
     "exit_class",
@@ -288,6 +296,8 @@ _RAW_COLUMNS = (
     *_ARG_MEASURE_NAMES,
     *_NOVELTY_FLAG_NAMES,
     "agent_history",
+    *EFFECT_FLAGS,
+    *_PROVENANCE_FLAGS,
 )
 _RAW = {name: i for i, name in enumerate(_RAW_COLUMNS)}
 
@@ -331,6 +341,8 @@ def _raw_row(event: Event, gap_s: float) -> tuple[float, ...]:
         *[arg_get(name, 0.0) for name in _ARG_MEASURE_NAMES],
         *[novelty_get(name, 0.0) for name in _NOVELTY_FLAG_NAMES],
         novelty_get("agent_history", 0.0),
+        *[name in event.effects for name in EFFECT_NAMES],
+        *[event.provenance.get(name, 0.0) for name in _PROVENANCE_FLAGS],
     )
 
 
@@ -340,7 +352,8 @@ def _block(names: tuple[str, ...]) -> tuple[list[int], list[int]]:
 
 
 _POSITION = {name: i for i, name in enumerate(VECTOR_NAMES)}
-_UNIT_BLOCK = _block((*_OUTCOME_FLAGS, *_ARG_FLAG_NAMES, *_NOVELTY_FLAG_NAMES, "agent_history"))
+_UNIT_BLOCK = _block((*_OUTCOME_FLAGS, *_ARG_FLAG_NAMES, *_NOVELTY_FLAG_NAMES, "agent_history", *EFFECT_FLAGS,
+                      *_PROVENANCE_FLAGS))
 _MEASURE_BLOCK = _block(_ARG_MEASURE_NAMES)
 _LOG_BLOCK = _block(tuple(name for name, _ in _LOG_MEASURES))
 _LOG_DECADE_VALUES = tuple(decades for _, decades in _LOG_MEASURES)

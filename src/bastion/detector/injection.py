@@ -3,7 +3,8 @@
 Content a tool returns (an e-mail, a web page, a file, a chat message, a review) is written by whoever wrote it;
 ordinary content talks about a task, injected content talks *to the agent*: it overrides its instructions,
 addresses it as an AI, asks it to act before or instead of its task, or to keep something from its user. Each
-kind of sign has a weight; a span of text whose signs add up to INJECTION_THRESHOLD is taken as an injection."""
+kind of sign has a weight; a span of text whose signs add up to INJECTION_THRESHOLD is taken as an injection. Weak
+signs (urgency, a to-do, a polite command) are common in ordinary mail and never reach it on their own."""
 
 import re
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ _SIGNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         ("addresses an AI", 2.0,
          r"\b(dear|attention|hey|hello|note (to|for))\s+(ai|assistant|agent|model|llm|chatbot|bot)\b"
          r"|\b(you are an? (ai|assistant|language model|llm|agent))\b|\bas an? (ai|assistant|language model)\b"
-         r"|\b(ai|llm) (assistant|agent|model)s?\b|\bto the (ai|assistant|agent|model)\b"),
+         r"|\b(to|for) (you,? )?the (ai|assistant|model)\b|\b(ai|assistant),\s*you (must|should|need|have)\b"),
         ("asks it to act before its task", 2.0,
          r"\bbefore (you |we )?(can |could )?(solve|finish|complete|continue|proceed|answer|do|start|respond|reply)"
          r"\b[^.\n]{0,60}\b(task|request|question|work|anything)\b"
@@ -42,11 +43,11 @@ _SIGNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
          r"\b(this is|message from|signed,?)\s+(me,?\s+)?(the user|your user|your (owner|boss|manager|principal))\b"
          r"|\bthe user (wants|asked|needs|has asked|would like|requests?) (you|that you)\b"
          r"|\bon behalf of (the|your) user\b"),
-        ("demands urgency", 1.0,
+        ("demands urgency", 0.5,
          r"\b(urgent|urgently|immediately|right now|asap|important!+|critical|mandatory|required action|action "
          r"required)\b"),
-        ("gives a to-do", 1.0, r"(^|\n)\s*(todo|to do|task|action|step \d+)\s*[:\-]"),
-        ("commands an action", 1.0,
+        ("gives a to-do", 0.5, r"(^|\n)\s*(todo|to do|task|action|step \d+)\s*[:\-]"),
+        ("commands an action", 0.5,
          r"\b(you (must|need to|have to|should|will|are required to)|make sure (to|you)|be sure to|remember to|"
          r"please)\s+(now\s+)?(send|transfer|pay|forward|share|invite|add|post|upload|email|e-mail|change|update|"
          r"reset|delete|remove|create|schedule|book|grant|give|move|copy|publish|run|execute|call|visit|open|"
@@ -81,11 +82,28 @@ def score(found: list[Sign], start: int = 0, end: int | None = None) -> float:
     return sum(kinds.values())
 
 
-def near(found: list[Sign], position: int, radius: int = NEARBY_CHARS) -> tuple[float, list[str]]:
-    """The injection score of the text around `position`, and the names of the signs counted."""
-    start, end = max(0, position - radius), position + radius
+_BOUNDARY = re.compile(r"\n\s*\n|\n(?=\s*(?:-\s|\*\s|\d+[.)]\s|from\s*:|sender\s*:|---|===|\{))|\}\s*,?\s*\{",
+                       re.IGNORECASE)
+
+
+def segment(text: str, position: int, radius: int = NEARBY_CHARS) -> tuple[int, int]:
+    """The part of an output a position belongs to: one message, record, list item or paragraph (at most `radius`
+    characters either side), so signs in one e-mail are not held against the addresses of another."""
+    start, end = max(0, position - radius), min(len(text), position + radius)
+    for boundary in _BOUNDARY.finditer(text, start, end):
+        if boundary.end() <= position:
+            start = boundary.end()
+        elif boundary.start() > position:
+            end = boundary.start()
+            break
+    return start, end
+
+
+def near(found: list[Sign], text: str, position: int) -> tuple[float, list[str]]:
+    """The injection score of the segment of `text` around `position`, and the names of the signs counted."""
+    start, end = segment(text, position)
     kinds: dict[str, float] = {}
     for sign in found:
-        if sign.start >= start and sign.end <= end:
+        if sign.start < end and sign.end > start:
             kinds[sign.name] = sign.weight
     return sum(kinds.values()), sorted(kinds, key=lambda name: -kinds[name])

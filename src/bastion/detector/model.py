@@ -7,7 +7,14 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from bastion.detector.features import EXIT_CLASSES, FLAG_FEATURES, MEASURE_FEATURES, TOOL_VOCABULARY, VECTOR_SIZE
+from bastion.detector.features import (
+    EFFECT_FLAGS,
+    EXIT_CLASSES,
+    FLAG_FEATURES,
+    MEASURE_FEATURES,
+    TOOL_VOCABULARY,
+    VECTOR_SIZE,
+)
 
 MEASURE_WEIGHT = 5.0
 FLAG_PRIOR_LOGIT = -6.0
@@ -26,6 +33,9 @@ THREAT_FLAGS = frozenset(
         "novel_domain",
         "novel_recipient",
         "novel_egress",
+        "from_output",
+        "injected",
+        "novel_outbound",
     }
 )
 OUTCOME_PARTS = frozenset(
@@ -44,9 +54,12 @@ OUTCOME_PARTS = frozenset(
         "egress_bytes",
         "novel_egress",
         "novel_egress_any",
+        "output_injection",
     }
 )
 DENIAL_PARTS = frozenset({"deny_reasons"})
+CONTEXT_FLAGS = frozenset(EFFECT_FLAGS)
+"""Inputs the model reads but is not surprised by: what a tool does is context (its identity already counts)."""
 N_TOOLS = len(TOOL_VOCABULARY)
 N_EXITS = len(EXIT_CLASSES)
 N_FLAGS = len(FLAG_FEATURES)
@@ -135,7 +148,7 @@ class SequenceModel(nn.Module):
         with torch.no_grad():
             flags = slice(N_TOOLS + N_EXITS, N_TOOLS + N_EXITS + N_FLAGS)
             self.head[-1].bias[flags] = FLAG_PRIOR_LOGIT
-        weights = _per_part(dict.fromkeys(THREAT_FLAGS, THREAT_WEIGHT), 1.0)
+        weights = _per_part({**dict.fromkeys(THREAT_FLAGS, THREAT_WEIGHT), **dict.fromkeys(CONTEXT_FLAGS, 0.0)}, 1.0)
         outcome = _per_part(dict.fromkeys(OUTCOME_PARTS, 1.0), 0.0)
         denial = _per_part(dict.fromkeys(DENIAL_PARTS, 1.0), 0.0)
         self.part_weight_values, self.outcome_part_values, self.denial_part_values = weights, outcome, denial

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bastion.detector.injection import INJECTION_THRESHOLD, Sign, near, signs
+from bastion.detector.intent import intended_effects
 from bastion.detector.novelty import CountMinSketch
 from bastion.detector.types import Verdict
 from bastion.detector.values import Value, argument_values, entities, is_recipient_path, normal_literal
@@ -66,6 +67,7 @@ class Assessment:
 
     effects: tuple[str, ...]
     findings: list[Finding] = field(default_factory=list)
+    task_effects: frozenset[str] | None = None
 
     @property
     def acting(self) -> bool:
@@ -73,13 +75,22 @@ class Assessment:
         return bool(ACTING_EFFECTS.intersection(self.effects))
 
     @property
+    def out_of_task(self) -> bool:
+        """True when the user declared a task and nothing this call does is among what it asks for."""
+        doing = ACTING_EFFECTS.intersection(self.effects)
+        return self.task_effects is not None and bool(doing) and not doing & self.task_effects
+
+    @property
     def evidence(self) -> Finding | None:
-        """The finding that is strong evidence of a hijack, if any: an acting call's value introduced by tool output
-        next to injected instructions (or tainted so in an earlier session), never used by this agent or role."""
+        """The finding that is strong evidence of a hijack, if any: an acting call's value, never used by this agent
+        or its role, introduced by tool output next to injected instructions, or by tool output for an action the
+        user's task does not ask for, or tainted by injected instructions in an earlier session."""
         if not self.acting:
             return None
+        out_of_task = self.out_of_task
         strong = [f for f in self.findings if not (f.used_by_agent or f.used_by_role or f.source == "user")
-                  and ((f.source == "tool_output" and f.injection >= INJECTION_THRESHOLD) or f.tainted)]
+                  and ((f.source == "tool_output" and (f.injection >= INJECTION_THRESHOLD or out_of_task))
+                       or f.tainted)]
         strong.sort(key=lambda f: (not is_recipient_path(f.value.path), -f.injection))
         return strong[0] if strong else None
 
@@ -111,6 +122,10 @@ class Assessment:
         if finding is None:
             return None
         reason = f"{tool} blocked before it ran: {finding.words()}"
+        if self.out_of_task and finding.injection < INJECTION_THRESHOLD and not finding.tainted:
+            asked = ", ".join(sorted(self.task_effects - {"read"})) if self.task_effects else ""
+            doing = ", ".join(sorted(ACTING_EFFECTS.intersection(self.effects)))
+            reason += f"; the user's task asks to {asked or 'only read'}, not to {doing}"
         return Verdict.model_validate({
             "call_id": call_id, "agent_id": agent_id, "session_id": session_id, "tool": tool, "score": 1.0,
             "threshold": 0.5, "risk": 1.0, "action": action, "reasons": [reason],
@@ -139,6 +154,7 @@ class _SessionOutputs:
 
     user_values: set[str] = field(default_factory=set)
     user_text: str = ""
+    task_effects: frozenset[str] | None = None
     outputs: list[_Output] = field(default_factory=list)
     chars: int = 0
     seen: dict[str, _Seen] = field(default_factory=dict)
@@ -167,6 +183,7 @@ class ProvenanceTracker:
         state.user_text = normal_literal("\n".join(texts))
         state.user_values = {value.normal for text in texts for value in entities(text)}
         state.user_values.update(normal_literal(value) for value in trusted_values if value.strip())
+        state.task_effects = intended_effects(task)
 
     def forget(self, session_id: str) -> None:
         """Drop a finished session's output and declared values."""
@@ -176,8 +193,8 @@ class ProvenanceTracker:
                args: dict[str, Any], code_arguments: bool = False) -> Assessment:
         """Where each argument value of a call about to run came from. `code_arguments` marks a tool whose command
         or code is itself an argument: only the entities inside it count, not the whole text."""
-        assessment = Assessment(tuple(effects))
         state = self._sessions.get(session_id)
+        assessment = Assessment(tuple(effects), task_effects=state.task_effects if state is not None else None)
         roles = tuple(roles)
         for value in argument_values(args):
             if code_arguments and value.kind == "literal" and value.path.split(".", 1)[0] in CODE_ARGUMENTS:
@@ -208,7 +225,7 @@ class ProvenanceTracker:
         for output in state.outputs:
             position = output.text.find(value.normal)
             if position >= 0:
-                score, names = near(output.signs, position)
+                score, names = near(output.signs, output.text, position)
                 return _Seen(output.call, output.tool, score, tuple(names))
         return None
 
@@ -236,7 +253,7 @@ class ProvenanceTracker:
             state.chars -= len(state.outputs.pop(0).text)
         strongest = 0.0
         for value, position in _positioned_entities(text):
-            score, names = near(found, position)
+            score, names = near(found, text, position)
             strongest = max(strongest, score)
             if value.normal not in state.seen and len(state.seen) < MAX_ENTITIES:
                 state.seen[value.normal] = _Seen(call, tool, score, tuple(names))
@@ -244,7 +261,7 @@ class ProvenanceTracker:
                 self.usage.add(_usage_key("t", agent_id, value))
                 for role in roles:
                     self.usage.add(_usage_key("tr", role, value))
-        return max(strongest, max((near(found, sign.start)[0] for sign in found), default=0.0))
+        return max(strongest, max((near(found, text, sign.start)[0] for sign in found), default=0.0))
 
 
 def _usage_key(scope: str, owner: str, value: Value) -> str:

@@ -1,10 +1,10 @@
-"""The detector room's door: the event it reads and the verdict it emits (event schema version 2)."""
+"""The detector room's door: the event it reads and the verdict it emits (event schema version 3)."""
 
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-EVENT_VERSION = 2
+EVENT_VERSION = 3
 
 Action = Literal["none", "raise_risk", "require_approval", "revoke_tool", "revoke_session", "revoke_agent"]
 ACTIONS: tuple[Action, ...] = (
@@ -31,7 +31,9 @@ class Event(BaseModel):
     """One finished (or refused) tool call, as features: never raw arguments or output.
 
     `gap_s` is the time since the session's previous call (derived from timestamps when None);
-    `novelty` holds the argument novelty features of `bastion.detector.novelty`, `arg_features` the shape ones."""
+    `novelty` holds the argument novelty features of `bastion.detector.novelty`, `arg_features` the shape ones,
+    `effects` what the tool declares it does, `provenance` where its argument values came from (detector.provenance)
+    and how much its output looked like injected instructions."""
 
     version: int = EVENT_VERSION
     call_id: str
@@ -55,6 +57,8 @@ class Event(BaseModel):
     egress: list[EgressRecord] = Field(default_factory=list)
     arg_features: dict[str, float] = Field(default_factory=dict)
     novelty: dict[str, float] = Field(default_factory=dict)
+    effects: list[str] = Field(default_factory=list)
+    provenance: dict[str, float] = Field(default_factory=dict)
 
 
 class Verdict(BaseModel):

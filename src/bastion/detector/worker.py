@@ -50,7 +50,7 @@ class DetectorWorker:
     def __init__(
         self,
         detector: Scorer,
-        on_verdict: Callable[[Verdict], Awaitable[None]],
+        on_verdict: Callable[[Verdict], Awaitable[object]],
         max_batch: int = 256,
         max_wait_ms: float = 2.0,
         observe: Callable[[list[Verdict]], None] | None = None,

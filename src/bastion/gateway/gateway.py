@@ -183,7 +183,9 @@ class Gateway:
             limiter = RateLimiter(settings.rate_limit_agent_per_minute, settings.rate_limit_agent_burst,
                                   settings.rate_limit_tool_per_minute, settings.rate_limit_tool_burst)
             lifecycle = SessionLifecycle(sessions, sandbox, audit, revocations, enforcer, limiter, facts, limits,
-                                         settings.sandbox_runtime, forget_detector_state)
+                                         settings.sandbox_runtime, forget_detector_state,
+                                         lambda session_id, trust: feed.opened(session_id, trust.task,
+                                                                               trust.trusted_values))
             catalog = ToolCatalog(database, settings.call_timeout_s)
             await asyncio.to_thread(catalog.load)
             key = await asyncio.to_thread(redaction_key, settings.data_dir)
@@ -194,7 +196,8 @@ class Gateway:
                 default_timeout_s=settings.call_timeout_s, max_output_bytes=settings.max_output_bytes,
                 barrier_timeout_s=settings.detector_barrier_timeout_s, egress=egress, revoked=enforcer.revoked,
                 facts=facts, approvals=approvals, shadow=policy_control, limiter=limiter,
-                arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth), risk=risk, feed=feed)
+                arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth), risk=risk, feed=feed,
+                on_verdict=enforcer.apply_verdict, provenance_action=settings.detector_provenance_action)
             gateway = cls(
                 settings=settings, database=database, audit=audit, principals=principals, sessions=sessions,
                 lifecycle=lifecycle, revocations=revocations, enforcer=enforcer, policy=policy,

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     detector_risk_half_life_s: float = 600.0
     detector_approval_ttl_s: int = 900
     detector_reload_poll_s: float = 2.0
+    detector_provenance_action: Literal["revoke_tool", "revoke_session", "revoke_agent"] = (
+        "revoke_session")
 
     max_body_bytes: int = 4 * 1024 * 1024
     max_json_depth: int = 64

@@ -72,6 +72,18 @@ class DecisionContext(BaseModel):
     rates: RateCounts = Field(default_factory=RateCounts)
 
 
+class ArgProvenance(BaseModel):
+    """Where the least trusted value of one argument came from (`input.args_provenance[path]`)."""
+
+    kind: str
+    source: Literal["user", "tool_output", "agent", "role", "new"]
+    call: int | None = None
+    tool: str | None = None
+    injection: bool = False
+    used_by_agent: bool = False
+    used_by_role: bool = False
+
+
 class DecisionInput(BaseModel):
     """The whole `input` document a policy sees (contract version `INPUT_VERSION`)."""
 
@@ -80,6 +92,7 @@ class DecisionInput(BaseModel):
     session: SessionInfo
     tool: ToolInfo
     args: dict[str, Any] = Field(default_factory=dict)
+    args_provenance: dict[str, ArgProvenance] = Field(default_factory=dict)
     context: DecisionContext
 
 

@@ -4,6 +4,7 @@ normal or attack sessions, deterministic per seed."""
 import hashlib
 import random
 
+from bastion.detector.featurize import CallFeaturizer
 from bastion.detector.novelty import NoveltyMemory
 from bastion.detector.synthetic.attacks import ATTACK_BUILDERS
 from bastion.detector.synthetic.personas import PERSONA_BUILDERS
@@ -27,17 +28,17 @@ def _agent(rng: random.Random, persona: str) -> str:
     return f"agent-{persona}-{rng.randint(1, AGENTS_PER_PERSONA)}"
 
 
-def _world(seed: int, personas: tuple[str, ...], warmup: int) -> NoveltyMemory:
-    """A novelty memory that has seen `warmup` earlier ordinary sessions of the personas' agents."""
-    memory = _memory(seed)
+def _world(seed: int, personas: tuple[str, ...], warmup: int) -> CallFeaturizer:
+    """A featurizer whose novelty memory has seen `warmup` earlier ordinary sessions of the personas' agents."""
+    featurizer = CallFeaturizer(_memory(seed))
     rng = random.Random(seed ^ 0x5EED)
     for i in range(warmup):
         persona = personas[i % len(personas)]
         out = SyntheticSession(persona=persona, attack=None)
         PERSONA_BUILDERS[persona](
-            SessionBuilder(rng, out, f"warmup-{seed}-{i}", _agent(rng, persona), memory), rng.randint(3, 30)
+            SessionBuilder(rng, out, f"warmup-{seed}-{i}", _agent(rng, persona), featurizer), rng.randint(3, 30)
         )
-    return memory
+    return featurizer
 
 
 def normal_sessions(
@@ -50,13 +51,13 @@ def normal_sessions(
     warmup: int = WARMUP_SESSIONS,
 ) -> list[SyntheticSession]:
     """`count` ordinary sessions spread over `personas`, after `warmup` unreturned ones; deterministic per seed."""
-    memory = _world(seed, personas, warmup)
+    featurizer = _world(seed, personas, warmup)
     rng = random.Random(seed)
     sessions = []
     for i in range(count):
         persona = personas[i % len(personas)]
         out = SyntheticSession(persona=persona, attack=None)
-        builder = SessionBuilder(rng, out, f"normal-{seed}-{i}", _agent(rng, persona), memory)
+        builder = SessionBuilder(rng, out, f"normal-{seed}-{i}", _agent(rng, persona), featurizer)
         PERSONA_BUILDERS[persona](builder, rng.randint(min_len, max_len))
         sessions.append(out)
     return sessions
@@ -71,14 +72,14 @@ def attack_sessions(
     warmup: int = WARMUP_SESSIONS,
 ) -> list[SyntheticSession]:
     """`count` sessions that start like a persona's normal work and then turn into a labelled attack."""
-    memory = _world(seed, personas, warmup)
+    featurizer = _world(seed, personas, warmup)
     rng = random.Random(seed)
     sessions = []
     for i in range(count):
         persona = rng.choice(personas)
         attack = attacks[i % len(attacks)]
         out = SyntheticSession(persona=persona, attack=attack)
-        builder = SessionBuilder(rng, out, f"attack-{seed}-{i}", _agent(rng, persona), memory)
+        builder = SessionBuilder(rng, out, f"attack-{seed}-{i}", _agent(rng, persona), featurizer)
         PERSONA_BUILDERS[persona](builder, rng.randint(3, 10))
         ATTACK_BUILDERS[attack](builder)
         if rng.random() < 0.3:

@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.detector.features import argument_features
-from bastion.detector.novelty import NoveltyMemory, argument_tokens
+from bastion.detector.featurize import CallFeaturizer
+from bastion.detector.novelty import argument_tokens
 from bastion.detector.types import EgressRecord, Event
 
 TRAIN_PERSONAS: tuple[str, ...] = ("analyst", "developer", "ops", "scripter", "researcher")
@@ -58,19 +58,37 @@ class SyntheticSession:
     attack: str | None
     events: list[Event] = field(default_factory=list)
     malicious: list[bool] = field(default_factory=list)
+    blocked: list[str | None] = field(default_factory=list)
+    """Per event, why the gateway would have refused the call before it ran (the provenance guard), or None."""
+    scenario: str = "standard"
+    template: str | None = None
+
+    @property
+    def first_harmful(self) -> int | None:
+        """Index of the first malicious event, if any."""
+        return next((i for i, flag in enumerate(self.malicious) if flag), None)
+
+
+TOOL_EFFECTS: dict[str, tuple[str, ...]] = {
+    "shell.run": ("execute",), "python.run": ("execute",), "fs.read": ("read",), "fs.list": ("read",),
+    "fs.write": ("write",), "http.get": ("read",), "web.search": ("read",), "email.send": ("send",),
+}
+"""The effects of the tools the shell personas use (assistant tools declare their own)."""
 
 
 class SessionBuilder:
-    """Builds one session's events from argument dicts, simulating realistic outcomes, egress and novelty."""
+    """Builds one session's events from argument dicts, simulating realistic outcomes, egress, novelty and where
+    argument values came from, through the same featurizer (and provenance guard) as the gateway."""
 
-    def __init__(
-        self, rng: random.Random, session: SyntheticSession, session_id: str, agent_id: str, memory: NoveltyMemory
-    ) -> None:
+    def __init__(self, rng: random.Random, session: SyntheticSession, session_id: str, agent_id: str,
+                 featurizer: CallFeaturizer, role: str | None = None) -> None:
         self.rng = rng
         self.out = session
         self.session_id = session_id
         self.agent_id = agent_id
-        self.memory = memory
+        self.featurizer = featurizer
+        self.memory = featurizer.memory
+        self.roles = (role or session.persona,)
         self.allowed_hosts = EGRESS_ALLOW.get(session.persona, frozenset())
         self.clock = 1_700_000_000.0 + rng.uniform(0, 3e7)
 
@@ -91,9 +109,13 @@ class SessionBuilder:
         *,
         malicious: bool = False,
         gap: float | None = None,
+        output: str = "",
+        effects: tuple[str, ...] | None = None,
         **outcome: Any,
     ) -> None:
-        """Append one event for `tool(args)`; `outcome` overrides the simulated result fields."""
+        """Append one event for `tool(args)`: `output` is what the tool returns (content later calls may copy from),
+        `effects` what it does; `outcome` overrides the simulated result fields. A call the provenance guard would
+        refuse becomes a denied event, as in the gateway."""
         if self.out.events:
             self.clock += self.gap() if gap is None else gap
         fields = self._outcome(tool, args)
@@ -104,11 +126,19 @@ class SessionBuilder:
         if not fields["allowed"]:
             fields.update(exit_code=None, duration_ms=0.0, stdout_bytes=0, stderr_bytes=0)
             fields.setdefault("reasons", [self.rng.choice(DENY_REASONS)])
-        novelty = self.memory.observe(self.agent_id, tool, args)
-        if fields["allowed"] and "egress" not in fields:
-            fields["egress"] = self._egress(tool, args, malicious)
-        if fields.get("egress"):
-            novelty.update(self.memory.observe_egress(self.agent_id, [record.host for record in fields["egress"]]))
+        features = self.featurizer.before(self.agent_id, self.roles, self.session_id, tool,
+                                          effects or TOOL_EFFECTS.get(tool, ("read",)), args)
+        evidence = features.assessment.evidence if features.assessment is not None and fields["allowed"] else None
+        if evidence is not None:
+            fields.update(allowed=False, exit_code=None, duration_ms=0.0, stdout_bytes=0, stderr_bytes=0,
+                          reasons=[f"detector: {evidence.words()}"])
+        if fields["allowed"]:
+            egress = fields.pop("egress", None)
+            if egress is None:
+                egress = self._egress(tool, args, malicious)
+            calls = sum(1 for event in self.out.events if event.allowed) + 1
+            self.featurizer.after(self.agent_id, self.roles, self.session_id, calls, tool, features, egress, output)
+            fields["egress"] = features.egress
         index = len(self.out.events)
         self.out.events.append(
             Event(
@@ -117,12 +147,15 @@ class SessionBuilder:
                 session_id=self.session_id,
                 tool=tool,
                 timestamp=self.clock,
-                arg_features=argument_features(tool, args),
-                novelty=novelty,
+                arg_features=features.arg_features,
+                novelty=features.novelty,
+                effects=list(features.effects),
+                provenance=features.provenance,
                 **fields,
             )
         )
         self.out.malicious.append(malicious)
+        self.out.blocked.append(evidence.words() if evidence is not None else None)
 
     def _egress(self, tool: str, args: dict[str, Any], malicious: bool) -> list[EgressRecord]:
         """Connections the call would open through the egress proxy: allowed to the persona's hosts only."""

@@ -27,6 +27,7 @@ from bastion.gateway.calls.approvals import ApprovalPending
 from bastion.gateway.calls.pipeline import CallOutcome
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.gateway import Gateway
+from bastion.gateway.sessions.lifecycle import SessionTrust
 from bastion.gateway.sessions.store import LiveSession
 from bastion.gateway.tools.builtin import Tool
 from bastion.policy.types import DecisionContext, DecisionInput, SessionInfo
@@ -138,7 +139,7 @@ class McpEndpoint:
                                                  "this agent may call.")
         request: Request = ctx.request
         try:
-            session = await self._session(gateway, agent, request.headers.get(SESSION_HEADER))
+            session = await self._session(gateway, agent, request.headers.get(SESSION_HEADER), _trust_of(params))
             request.state.bastion_session = session.id
             started = time.perf_counter()
             outcome = await pipeline.call(agent, session, params.name, dict(params.arguments or {}),
@@ -150,7 +151,8 @@ class McpEndpoint:
             return _pending_result(pending)
         return _outcome_result(outcome, session.id, pipeline_ms)
 
-    async def _session(self, gateway: Gateway, agent: PrincipalView, named: str | None) -> LiveSession:
+    async def _session(self, gateway: Gateway, agent: PrincipalView, named: str | None,
+                       trust: SessionTrust) -> LiveSession:
         if named:
             session = await gateway.sessions.get(named)
             if session is None or session.agent_id != agent.id:
@@ -163,9 +165,21 @@ class McpEndpoint:
             current = self._agent_sessions.get(agent.id)
             session = await gateway.sessions.get(current) if current else None
             if session is None or session.status != "active":
-                session = await gateway.lifecycle.create(agent, {"surface": "mcp"})
+                session = await gateway.lifecycle.create(agent, {"surface": "mcp"}, trust=trust)
                 self._agent_sessions[agent.id] = session.id
             return session
+
+
+def _trust_of(params: types.CallToolRequestParams) -> SessionTrust:
+    """What the user declared, from the call's `_meta` (`bastion/task`, `bastion/trusted_values`); it applies when the
+    call starts a new session."""
+    meta = dict(params.meta or {})
+    task = meta.get("bastion/task")
+    values = meta.get("bastion/trusted_values") or []
+    if not isinstance(task, str | None) or not isinstance(values, list) or len(values) > 100:
+        raise MCPError(types.INVALID_PARAMS, "_meta bastion/task must be a string and bastion/trusted_values a "
+                                             "list of at most 100 strings.")
+    return SessionTrust(task[:8000] if task else None, tuple(str(v)[:256] for v in values if str(v).strip()))
 
 
 def _agent_of(ctx: ServerRequestContext[Any, Any]) -> PrincipalView:

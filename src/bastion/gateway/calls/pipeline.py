@@ -4,14 +4,15 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from bastion.detector.types import Event
+from bastion.detector.featurize import CallFeatures
+from bastion.detector.types import Action, Event, Verdict
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.audit import AuditEntry, AuditLog, AuditRedactor, AuditStoreError
 from bastion.gateway.calls.approvals import ApprovalDesk
@@ -21,7 +22,7 @@ from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.obligations import unmet
 from bastion.gateway.calls.ratelimit import RateLimiter
 from bastion.gateway.detection.barrier import DetectionBarrier
-from bastion.gateway.detection.feed import CallFeatures, DetectorFeed
+from bastion.gateway.detection.feed import DetectorFeed
 from bastion.gateway.detection.risk import RiskBoard
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
@@ -31,6 +32,7 @@ from bastion.policy.engine import PolicyEngine
 from bastion.policy.obligations import parse_obligations
 from bastion.policy.types import (
     DECISION_PATH,
+    ArgProvenance,
     Decision,
     DecisionContext,
     DecisionInput,
@@ -110,6 +112,8 @@ class CallPipeline:
     arg_limits: ArgumentLimits
     risk: RiskBoard
     feed: DetectorFeed
+    on_verdict: Callable[[Verdict], Awaitable[bool]]
+    provenance_action: Action = "revoke_session"
     in_flight: int = field(default=0, init=False)
 
     def tool(self, name: str) -> Tool:
@@ -158,14 +162,16 @@ class CallPipeline:
                               observer: CallObserver | None = None) -> CallOutcome:
         revoked = self.revoked(principal.id, session.id, tool.name)
         history, rates = await self._facts(session.id, principal.id, tool.name, bool(revoked))
-        features = self.feed.features(principal.id, tool.name, args)
-        decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates)
+        features = self.feed.features(principal.id, principal.roles, session.id, tool.name, tool.effects, args)
+        decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates,
+                                              features)
         decide_started = time.perf_counter_ns()
         if revoked:
             decision = Decision(allow=False, reasons=["revoked", *revoked], revision=self.policy.revision)
         else:
             decided = self.policy.decided(decision_input) or await asyncio.to_thread(self.policy.decide, decision_input)
-            decision = self.risk.amend(principal.id, decided)
+            decision = await self._guarded(self.risk.amend(principal.id, decided), features, call_id, principal,
+                                           session, tool)
         decide_ns = time.perf_counter_ns() - decide_started
         redacted_input, redacted_decision = self.redactor.redact_decision(
             decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
@@ -223,7 +229,9 @@ class CallPipeline:
                                f"The call was authorized but could not run: {exc}. Create a new session.",
                                call_id=call_id) from exc
         session.call_count += 1
-        summary = {**_result_summary(result), **self.feed.ran(principal.id, session.id, features)}
+        summary = {**_result_summary(result), **self.feed.ran(principal.id, principal.roles, session.id,
+                                                              session.call_count, tool.name, features, result.stdout,
+                                                              result.data)}
         await self._append(AuditEntry(
             kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
             tool=tool.name, allow=True, result=self.redactor.redact(summary),
@@ -258,15 +266,30 @@ class CallPipeline:
             history = await asyncio.to_thread(self.facts.load_history, session_id)
         return history, self.facts.rates(agent_id, tool)
 
+    async def _guarded(self, decision: Decision, features: CallFeatures, call_id: str, principal: PrincipalView,
+                       session: LiveSession, tool: Tool) -> Decision:
+        """The decision after the detector's look at the call before it runs: an allowed call whose arguments are
+        strong evidence of a hijack is refused when the detector acts on it (enforce mode, not suppressed)."""
+        if not decision.allow or features.assessment is None:
+            return decision
+        verdict = features.assessment.verdict(call_id, principal.id, session.id, tool.name, self.provenance_action)
+        if verdict is None or not await self.on_verdict(verdict):
+            return decision
+        return Decision(allow=False, reasons=[f"detector: {reason}" for reason in verdict.reasons],
+                        revision=decision.revision)
+
     def _decision_input(self, principal: PrincipalView, session: LiveSession, tool: Tool, args: dict[str, Any],
                         request_meta: dict[str, Any], history: list[HistoryEntry],
-                        rates: RateCounts) -> DecisionInput:
+                        rates: RateCounts, features: CallFeatures) -> DecisionInput:
+        views = features.assessment.policy_view() if features.assessment is not None else {}
+        provenance = {path: ArgProvenance.model_validate(view) for path, view in views.items()}
         return DecisionInput(
             principal=principal.policy_view(),
             session=SessionInfo(id=session.id, started_at=session.started_at.isoformat(),
                                 call_count=session.call_count, labels=session.labels, history=history),
             tool=tool.info(),
             args=args,
+            args_provenance=provenance,
             context=DecisionContext(time=datetime.now(UTC).isoformat(), risk=self.risk.current(principal.id),
                                     request=request_meta,
                                     rates=rates),

@@ -1,17 +1,23 @@
-"""What the detector learns about each call: argument and novelty features, egress attempts, the event itself.
+"""What the detector learns about each call: argument, novelty and provenance features, egress attempts, the event.
 
 Features go into the audit log too (decision `metrics` as `detector_<name>`, result summary `egress` and
 `detector`), so `bastion detector train` rebuilds exactly the events the live detector saw."""
 
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from bastion.detector.features import ARG_FEATURE_NAMES, argument_features
+from bastion.detector.features import (
+    ARG_FEATURE_NAMES,
+    EFFECT_NAMES,
+    OUTPUT_INJECTION,
+    PROVENANCE_NAMES,
+    argument_features,
+)
+from bastion.detector.featurize import CallFeatures, CallFeaturizer
 from bastion.detector.novelty import EGRESS_NOVELTY_NAMES, NOVELTY_NAMES, NoveltyMemory
 from bastion.detector.types import EgressRecord, Event
 from bastion.policy.types import Decision
@@ -47,22 +53,15 @@ class EgressTap:
         return list(self._pending.pop(session_id, ()))
 
 
-@dataclass
-class CallFeatures:
-    """The detector's view of one call's arguments, and of its egress once it ran."""
-
-    arg_features: dict[str, float]
-    novelty: dict[str, float]
-    egress: list[EgressRecord] = field(default_factory=list)
-
-
 class DetectorFeed:
-    """Computes each call's features (recording its novelty once), and builds its event."""
+    """Computes each call's features (recording its novelty once), follows where argument values come from, and
+    builds each call's event."""
 
     def __init__(self, memory: NoveltyMemory, tap: EgressTap, max_sessions: int = MAX_SESSIONS) -> None:
         self.memory = memory
         self.tap = tap
         self.max_sessions = max_sessions
+        self.featurizer = CallFeaturizer(memory)
         self._last_call: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
@@ -76,25 +75,29 @@ class DetectorFeed:
                 log.warning("novelty memory unreadable; starting empty", path=str(path), error=str(exc))
         return cls(memory, tap)
 
-    def features(self, agent_id: str, tool: str, args: dict[str, Any]) -> CallFeatures:
-        """Argument and novelty features of a call about to be decided (its values are recorded as used)."""
-        return CallFeatures(argument_features(tool, args), self.memory.observe(agent_id, tool, args))
+    def features(self, agent_id: str, roles: tuple[str, ...], session_id: str, tool: str,
+                 effects: tuple[str, ...], args: dict[str, Any]) -> CallFeatures:
+        """Argument, novelty and provenance features of a call about to be decided (its novelty is recorded)."""
+        return self.featurizer.before(agent_id, roles, session_id, tool, effects, args)
+
+    def opened(self, session_id: str, task: str | None, trusted_values: tuple[str, ...]) -> None:
+        """A session started: what its user declared."""
+        self.featurizer.opened(session_id, task, trusted_values)
 
     @staticmethod
     def metrics(features: CallFeatures) -> dict[str, float]:
         """The features as decision-record metrics."""
-        values = {**features.arg_features, **features.novelty}
+        values = {**features.arg_features, **features.novelty,
+                  **{f"prov_{name}": value for name, value in features.provenance.items()},
+                  **{f"effect_{name}": 1.0 for name in features.effects}}
         return {f"{METRIC_PREFIX}{name}": round(value, 6) for name, value in values.items()}
 
-    def ran(self, agent_id: str, session_id: str, features: CallFeatures) -> dict[str, Any]:
-        """Take the call's egress attempts into `features`; returns what the result record keeps of them."""
-        features.egress = self.tap.take(session_id)
-        if features.egress:
-            features.novelty.update(self.memory.observe_egress(agent_id, [record.host for record in features.egress]))
-        return {
-            "egress": [record.model_dump() for record in features.egress],
-            "detector": {name: features.novelty[name] for name in EGRESS_NOVELTY_NAMES if name in features.novelty},
-        }
+    def ran(self, agent_id: str, roles: tuple[str, ...], session_id: str, call: int, tool: str,
+            features: CallFeatures, output: str, data: Any = None) -> dict[str, Any]:
+        """Take the call's egress attempts and its output into `features`; returns what the result record keeps."""
+        detector = self.featurizer.after(agent_id, roles, session_id, call, tool, features,
+                                         self.tap.take(session_id), output, data)
+        return {"egress": [record.model_dump() for record in features.egress], "detector": detector}
 
     def event(self, call_id: str, agent_id: str, session_id: str, tool: str, decision: Decision,
               result: RunResult | None, features: CallFeatures) -> Event:
@@ -115,12 +118,14 @@ class DetectorFeed:
             seccomp_syscall=result.seccomp_syscall if result else None,
             gap_s=None if previous is None else max(now - previous, 0.0),
             egress=features.egress, arg_features=features.arg_features, novelty=features.novelty,
+            effects=list(features.effects), provenance=features.provenance,
         )
 
     def forget(self, session_id: str) -> None:
         """Drop a finished session's clock and pending egress."""
         self._last_call.pop(session_id, None)
         self.tap.take(session_id)
+        self.featurizer.forget(session_id)
 
 
 def features_from_audit(tool: str, decision_metrics: dict[str, Any] | None, args: dict[str, Any] | None,
@@ -135,7 +140,12 @@ def features_from_audit(tool: str, decision_metrics: dict[str, Any] | None, args
     novelty = {name: float(metrics[f"{METRIC_PREFIX}{name}"]) for name in NOVELTY_NAMES
                if f"{METRIC_PREFIX}{name}" in metrics}
     summary = result or {}
-    novelty.update({name: float(value) for name, value in (summary.get("detector") or {}).items()
-                    if name in EGRESS_NOVELTY_NAMES})
+    detector = summary.get("detector") or {}
+    novelty.update({name: float(value) for name, value in detector.items() if name in EGRESS_NOVELTY_NAMES})
     egress = [EgressRecord.model_validate(record) for record in summary.get("egress") or []]
-    return CallFeatures(arg_features, novelty, egress)
+    provenance = {name: float(metrics[f"{METRIC_PREFIX}prov_{name}"]) for name in PROVENANCE_NAMES
+                  if f"{METRIC_PREFIX}prov_{name}" in metrics}
+    if OUTPUT_INJECTION in detector:
+        provenance[OUTPUT_INJECTION] = float(detector[OUTPUT_INJECTION])
+    effects = tuple(name for name in EFFECT_NAMES if f"{METRIC_PREFIX}effect_{name}" in metrics)
+    return CallFeatures(arg_features, novelty, egress, effects=effects, provenance=provenance)

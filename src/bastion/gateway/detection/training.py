@@ -65,7 +65,7 @@ def _event(decision: AuditRecord, result: AuditRecord | None) -> Event | None:
         session_id=decision.session_id or "", tool=decision.tool or "",
         timestamp=_epoch((result or decision).timestamp), allowed=bool(decision.allow),
         reasons=list(decision.reasons), arg_features=features.arg_features, novelty=features.novelty,
-        egress=features.egress, **outcome)
+        egress=features.egress, effects=list(features.effects), provenance=features.provenance, **outcome)
 
 
 def sessions_from_audit(engine: Engine, window: AuditWindow) -> AuditSessions:

@@ -227,9 +227,10 @@ class Enforcer:
             ):
                 self.risk.observe(verdict.agent_id, verdict.risk)
 
-    async def apply_verdict(self, verdict: Verdict, by: str | None = None) -> None:
+    async def apply_verdict(self, verdict: Verdict, by: str | None = None) -> bool:
         """Act on a verdict that asks for a response (enforce mode, no suppression) and audit it either way;
-        `by` names the admin who asked for it by hand (then mode and suppressions do not apply)."""
+        `by` names the admin who asked for it by hand (then mode and suppressions do not apply). True when it was
+        acted on."""
         mode = self.controls.mode_for(verdict.agent_id)
         suppressed_by = self.controls.suppressing(verdict) if by is None else None
         applied = by is not None or (mode == "enforce" and suppressed_by is None)
@@ -243,7 +244,7 @@ class Enforcer:
         )])
         if not applied:
             await record
-            return
+            return False
         self.risk.raise_risk(verdict.agent_id, verdict.risk)
         reason = "; ".join(verdict.reasons) or f"anomaly score {verdict.score:.3f}"
         if verdict.action == "require_approval":
@@ -251,7 +252,7 @@ class Enforcer:
         scope = VERDICT_SCOPES.get(verdict.action)
         if scope is None or (scope == "tool" and not verdict.tool):
             await record
-            return
+            return True
         request = RevocationRequest(
             scope=scope, agent_id=verdict.agent_id, session_id=verdict.session_id or None,
             tool=verdict.tool if scope == "tool" else None, reason=reason if by else f"detector: {reason}",
@@ -259,11 +260,12 @@ class Enforcer:
             call_id=verdict.call_id)
         if by is not None:
             await asyncio.gather(record, self.revoke(request))
-            return
+            return True
         # The detector's revocation is in force before this returns (the agent's next call waits for it); its
         # records are committed right after, without holding up that call.
         row = self._in_force(request)
         self._later(self._durably(record, self._record(row, request)), self._recording)
+        return True
 
     @staticmethod
     async def _durably(*records: Awaitable[Any]) -> None:

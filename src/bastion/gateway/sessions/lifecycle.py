@@ -1,7 +1,9 @@
 """A session's life: created with its container, ended by its agent or an admin, expired by the sandbox."""
 
 import asyncio
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.audit import AuditEntry, AuditLog
@@ -17,13 +19,27 @@ from bastion.sandbox.runtime import SandboxRuntime
 from bastion.sandbox.types import SandboxError, SandboxLimits, SessionSpec
 
 
+@dataclass(frozen=True)
+class SessionTrust:
+    """What the session's user declared: the task they gave the agent and the values they vouch for."""
+
+    task: str | None = None
+    trusted_values: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, object]:
+        """What the audit record keeps of it: a digest of the task and how many values (never the text)."""
+        digest = hashlib.sha256(self.task.encode()).hexdigest() if self.task else None
+        return {"task_sha256": digest, "trusted_values": len(self.trusted_values)}
+
+
 class SessionLifecycle:
     """Creates sessions and their containers, and ends them: every end drops the call facts and detector state
     it held (`forget`) and is audited."""
 
     def __init__(self, sessions: SessionStore, sandbox: SandboxRuntime, audit: AuditLog, revocations: RevocationStore,
                  enforcer: Enforcer, limiter: RateLimiter, facts: CallFacts, limits: SandboxLimits,
-                 default_runtime: str, forget: Callable[[str], None]) -> None:
+                 default_runtime: str, forget: Callable[[str], None],
+                 opened: Callable[[str, SessionTrust], None]) -> None:
         self._sessions = sessions
         self._sandbox = sandbox
         self._audit = audit
@@ -34,13 +50,14 @@ class SessionLifecycle:
         self._limits = limits
         self._default_runtime = default_runtime
         self._forget = forget
+        self._opened = opened
 
     async def create(self, agent: PrincipalView, labels: dict[str, str], runtime: str | None = None,
-                     limits: dict[str, float] | None = None) -> LiveSession:
+                     limits: dict[str, float] | None = None, trust: SessionTrust | None = None) -> LiveSession:
         """Create a session and its container; refused for a revoked or rate-limited agent.
 
         `runtime` picks the tier (default `BASTION_SANDBOX_RUNTIME`); `limits` may tighten the container's
-        `memory_mb`, `cpus` and `pids` below the gateway's, never loosen them."""
+        `memory_mb`, `cpus` and `pids` below the gateway's, never loosen them; `trust` is what the user declared."""
         self._limiter.take(agent.id)
         tier = runtime or self._default_runtime
         offered = self._sandbox.runtimes
@@ -69,9 +86,12 @@ class SessionLifecycle:
                                f"The session's container could not be started: {exc}. Check the Docker engine "
                                "(GET /readyz) and retry.") from exc
         await asyncio.to_thread(self._sessions.update, row.id, status="active", container_id=container_id)
+        trust = trust or SessionTrust()
+        self._opened(row.id, trust)
         await asyncio.to_thread(self._audit.append, [AuditEntry(
             kind="session_created", agent_id=agent.id, session_id=row.id,
-            result={"container_id": container_id, "labels": labels, "runtime": tier, "limits": container_limits})])
+            result={"container_id": container_id, "labels": labels, "runtime": tier, "limits": container_limits,
+                    **trust.summary()})])
         return live
 
     def _container_limits(self, asked: dict[str, float]) -> dict[str, float]:

@@ -14,6 +14,7 @@ from bastion.gateway.api.deps import CurrentAgent, GatewayDep, OwnedSession, gat
 from bastion.gateway.api.idempotency import StoredAnswer, fingerprint
 from bastion.gateway.api.request_meta import request_meta
 from bastion.gateway.calls.pipeline import CallOutcome
+from bastion.gateway.sessions.lifecycle import SessionTrust
 from bastion.gateway.sessions.store import LiveSession
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -55,6 +56,12 @@ class SessionCreate(BaseModel):
                                 description="Runtime tier: `runc` (default) or `runsc` (gVisor). A call whose "
                                             "policy obligation asks for a stronger tier is refused.")
     limits: SessionLimits | None = Field(default=None, description="Tighten the container's limits.")
+    task: str | None = Field(default=None, max_length=8000,
+                             description="What the user asked the agent to do. Values it mentions (recipients, "
+                                         "accounts, URLs) count as the user's, not as content a tool returned.")
+    trusted_values: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=100,
+        description="Argument values the user vouches for (e-mail addresses, IBANs, URLs, user names).")
 
 
 class SessionPublic(BaseModel):
@@ -147,7 +154,8 @@ async def create_session(agent: CurrentAgent, gateway: GatewayDep, request: Requ
 
     async def produce() -> StoredAnswer:
         limits = wanted.limits.model_dump(exclude_none=True) if wanted.limits is not None else None
-        live = await gateway.lifecycle.create(agent, wanted.labels, wanted.runtime, limits)
+        live = await gateway.lifecycle.create(agent, wanted.labels, wanted.runtime, limits,
+                                              SessionTrust(wanted.task, tuple(wanted.trusted_values)))
         return StoredAnswer(201, SessionPublic.of(live).model_dump(mode="json"))
 
     if idempotency_key is None:
