@@ -12,8 +12,10 @@ from bastion.detector.evaluate import evaluate, roc_auc, tpr_at_fpr
 from bastion.detector.features import VECTOR_SIZE, event_vector
 from bastion.detector.scorer import ACTION_RANK, Scorer
 from bastion.detector.synthetic import (
+    HELD_OUT_ASSISTANTS,
     HELD_OUT_ATTACKS,
     HELD_OUT_PERSONAS,
+    TRAIN_ASSISTANTS,
     TRAIN_PERSONAS,
     attack_sessions,
     normal_sessions,
@@ -113,8 +115,8 @@ def test_metrics_measure_separation_and_the_cut_at_one_percent() -> None:
 
 
 def test_held_out_personas_and_attacks_are_caught_early(checkpoint: Checkpoint) -> None:
-    assert not set(HELD_OUT_PERSONAS) & set(checkpoint.training["personas"])
-    assert set(checkpoint.training["personas"]) == set(TRAIN_PERSONAS)
+    assert not set(HELD_OUT_PERSONAS + HELD_OUT_ASSISTANTS) & set(checkpoint.training["personas"])
+    assert set(checkpoint.training["personas"]) == set(TRAIN_PERSONAS + TRAIN_ASSISTANTS)
     normal = normal_sessions(240, seed=601, personas=HELD_OUT_PERSONAS)
     attacks = attack_sessions(90, seed=602, personas=HELD_OUT_PERSONAS + TRAIN_PERSONAS, attacks=HELD_OUT_ATTACKS)
     figures = evaluate(Scorer(checkpoint), normal + attacks)
@@ -133,7 +135,9 @@ def test_traces_round_trip_and_the_cli_evaluates_them(checkpoint: Checkpoint, de
                                   "--held-out"])
     assert written.exit_code == 0, written.output
     sessions = list(read_traces(traces))
-    assert len(sessions) == 45 and {s.persona for s in sessions} <= set(HELD_OUT_PERSONAS)
+    assert len(sessions) == 90 and {s.persona for s in sessions} <= set(HELD_OUT_PERSONAS + HELD_OUT_ASSISTANTS)
+    assert {s.scenario for s in sessions if s.persona in HELD_OUT_ASSISTANTS and s.attack} == {
+        "standard", "first_call", "fresh_session"}
     again = tmp_path / "again.jsonl"
     write_traces(sessions, again)
     assert again.read_text() == traces.read_text()
@@ -141,8 +145,10 @@ def test_traces_round_trip_and_the_cli_evaluates_them(checkpoint: Checkpoint, de
                                  str(detector_checkpoint), "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert figures["attack_sessions"] == 15 and figures["normal_sessions"] == 30
+    assert figures["attack_sessions"] == 30 and figures["normal_sessions"] == 60
     assert 0.0 <= figures["session_auc"] <= 1.0 and "tool_misuse" in figures["per_attack"]
+    assert set(figures["per_persona"]) <= set(HELD_OUT_PERSONAS + HELD_OUT_ASSISTANTS)
+    assert 0.0 <= figures["stopped_in_time"] <= 1.0 and figures["per_template"]
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"events": [{"tool": 1}]}\n')
     refused = runner.invoke(app, ["detector", "eval", "--traces", str(broken), "--checkpoint",

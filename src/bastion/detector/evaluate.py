@@ -1,4 +1,5 @@
-"""Quality of a detector on labelled sessions: ROC AUC, TPR at a fixed FPR, and detection delay."""
+"""Quality of a detector on labelled sessions: ROC AUC, TPR at a fixed FPR, detection delay, and whether each attack
+was stopped at or before its first harmful call (by the provenance guard before a call ran, or by a verdict after)."""
 
 import bisect
 import statistics
@@ -10,6 +11,8 @@ from bastion.detector.synthetic import SyntheticSession
 from bastion.detector.types import Action, Verdict
 
 STOPPING: frozenset[Action] = frozenset({"revoke_tool", "revoke_session", "revoke_agent"})
+HOLDING: frozenset[Action] = frozenset({"require_approval", *STOPPING})
+"""Responses that block or hold an agent's next call: a benign session that meets one is disrupted."""
 TARGET_FPR = 0.01
 
 
@@ -37,11 +40,12 @@ def tpr_at_fpr(positives: list[float], negatives: list[float], fpr: float = TARG
 
 @dataclass
 class AttackFigures:
-    """Detection figures of one kind of attack."""
+    """Detection figures of one group of attack sessions (a kind of attack, a persona, a template, a scenario)."""
 
     sessions: int
     detected: float
     median_harmful_before_stop: float
+    stopped_in_time: float = 0.0
 
 
 @dataclass
@@ -61,7 +65,13 @@ class Evaluation:
     median_harmful_before_stop: float
     mean_harmful_before_stop: float
     median_steps_to_detection: float
+    stopped_in_time: float = 0.0
+    """Attack sessions stopped at or before their first harmful call."""
     per_attack: dict[str, AttackFigures] = field(default_factory=dict)
+    per_persona: dict[str, AttackFigures] = field(default_factory=dict)
+    per_template: dict[str, AttackFigures] = field(default_factory=dict)
+    per_scenario: dict[str, AttackFigures] = field(default_factory=dict)
+    disrupted_by_persona: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for JSON output."""
@@ -73,20 +83,36 @@ class _Delay:
     detected: bool
     harmful_run: int
     steps: int
+    in_time: bool = False
+
+
+def _blocked(session: SyntheticSession, index: int) -> bool:
+    return index < len(session.blocked) and session.blocked[index] is not None
 
 
 def _delay(session: SyntheticSession, verdicts: list[Verdict]) -> _Delay:
-    """Harmful calls that ran up to and including the one whose verdict stopped the session."""
+    """Harmful calls that ran before the session was stopped: by the guard refusing a call before it ran, or by a
+    verdict on a call that ran (which stops the calls after it)."""
     harmful = 0
     steps = 0
     started = False
-    for event, malicious, verdict in zip(session.events, session.malicious, verdicts, strict=True):
+    first = session.first_harmful
+    for index, (event, malicious, verdict) in enumerate(zip(session.events, session.malicious, verdicts,
+                                                            strict=True)):
         started = started or malicious
         steps += started
+        if _blocked(session, index):
+            return _Delay(started, harmful, steps, first is not None and index <= first)
         harmful += malicious and event.allowed
-        if verdict.action in STOPPING:
-            return _Delay(started, harmful, steps)
+        if verdict.action in HOLDING:
+            return _Delay(started, harmful, steps, first is not None and index < first)
     return _Delay(False, harmful, steps)
+
+
+def _figures(found: list[_Delay]) -> AttackFigures:
+    return AttackFigures(sessions=len(found), detected=sum(delay.detected for delay in found) / len(found),
+                         median_harmful_before_stop=statistics.median(delay.harmful_run for delay in found),
+                         stopped_in_time=sum(delay.in_time for delay in found) / len(found))
 
 
 def evaluate(detector: Scorer, sessions: Iterable[SyntheticSession]) -> Evaluation:
@@ -96,6 +122,8 @@ def evaluate(detector: Scorer, sessions: Iterable[SyntheticSession]) -> Evaluati
     normal_sessions: list[float] = []
     attack_sessions: list[float] = []
     delays: dict[str, list[_Delay]] = {}
+    groups: dict[str, dict[str, list[_Delay]]] = {"persona": {}, "template": {}, "scenario": {}}
+    disrupted: dict[str, list[bool]] = {}
     false_stops = 0
     for session in sessions:
         verdicts = detector.score(session.events)
@@ -105,11 +133,18 @@ def evaluate(detector: Scorer, sessions: Iterable[SyntheticSession]) -> Evaluati
         if session.attack is None or not any(session.malicious):
             normal_events.extend(risks)
             normal_sessions.append(max(risks, default=0.0))
-            false_stops += any(verdict.action in STOPPING for verdict in verdicts)
+            hit = any(verdict.action in HOLDING for verdict in verdicts) or any(session.blocked)
+            false_stops += hit
+            disrupted.setdefault(session.persona, []).append(hit)
             continue
         malicious_events.extend(risk for risk, bad in zip(risks, session.malicious, strict=True) if bad)
         attack_sessions.append(max(risks, default=0.0))
-        delays.setdefault(session.attack, []).append(_delay(session, verdicts))
+        delay = _delay(session, verdicts)
+        delays.setdefault(session.attack, []).append(delay)
+        for group, key in (("persona", session.persona), ("template", session.template),
+                           ("scenario", session.scenario)):
+            if key is not None:
+                groups[group].setdefault(key, []).append(delay)
     everything = [delay for found in delays.values() for delay in found]
     harmful = [delay.harmful_run for delay in everything]
     return Evaluation(
@@ -126,12 +161,10 @@ def evaluate(detector: Scorer, sessions: Iterable[SyntheticSession]) -> Evaluati
         median_harmful_before_stop=statistics.median(harmful) if harmful else float("nan"),
         mean_harmful_before_stop=statistics.fmean(harmful) if harmful else float("nan"),
         median_steps_to_detection=statistics.median([d.steps for d in everything if d.detected] or [float("nan")]),
-        per_attack={
-            attack: AttackFigures(
-                sessions=len(found),
-                detected=sum(delay.detected for delay in found) / len(found),
-                median_harmful_before_stop=statistics.median(delay.harmful_run for delay in found),
-            )
-            for attack, found in sorted(delays.items())
-        },
+        stopped_in_time=sum(delay.in_time for delay in everything) / max(1, len(everything)),
+        per_attack={attack: _figures(found) for attack, found in sorted(delays.items())},
+        per_persona={key: _figures(found) for key, found in sorted(groups["persona"].items())},
+        per_template={key: _figures(found) for key, found in sorted(groups["template"].items())},
+        per_scenario={key: _figures(found) for key, found in sorted(groups["scenario"].items())},
+        disrupted_by_persona={key: sum(hits) / len(hits) for key, hits in sorted(disrupted.items())},
     )

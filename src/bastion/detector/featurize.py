@@ -28,7 +28,7 @@ class CallFeaturizer:
 
     def __init__(self, memory: NoveltyMemory) -> None:
         self.memory = memory
-        self.provenance = ProvenanceTracker(memory.sketch)
+        self.provenance = ProvenanceTracker(memory.usage)
 
     def before(self, agent_id: str, roles: tuple[str, ...], session_id: str, tool: str, effects: tuple[str, ...],
                args: dict[str, Any]) -> CallFeatures:

@@ -23,7 +23,7 @@ _SIGNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
          r"\b(new|updated|real|actual|revised|additional|hidden|secret)\s+(instructions?|orders|directives?|task "
          r"for (you|the (ai|assistant|agent)))\b"),
         ("addresses an AI", 2.0,
-         r"\b(dear|attention|hey|hello|note (to|for))\s+(ai|assistant|agent|model|llm|chatbot|bot)\b"
+         r"\b(dear|attention|hey|hello|hi|note (to|for))\s+(ai|ai assistant|ai agent|llm|chatbot|bot|language model)\b"
          r"|\b(you are an? (ai|assistant|language model|llm|agent))\b|\bas an? (ai|assistant|language model)\b"
          r"|\b(to|for) (you,? )?the (ai|assistant|model)\b|\b(ai|assistant),\s*you (must|should|need|have)\b"),
         ("asks it to act before its task", 2.0,
@@ -39,7 +39,7 @@ _SIGNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
          r"<\s*/?\s*(information|instructions?|system|important|admin|assistant|im_start|im_end)\s*>"
          r"|\[\s*/?\s*(system|instructions?|inst|admin)\s*\]|^\s*#+\s*\(?\s*system\b|<\|[a-z_]+\|>"
          r"|\bsystem\s*(message|prompt|override|note)\s*:"),
-        ("speaks for the user", 1.5,
+        ("speaks for the user", 2.0,
          r"\b(this is|message from|signed,?)\s+(me,?\s+)?(the user|your user|your (owner|boss|manager|principal))\b"
          r"|\bthe user (wants|asked|needs|has asked|would like|requests?) (you|that you)\b"
          r"|\bon behalf of (the|your) user\b"),

@@ -1,7 +1,8 @@
 """Argument novelty: has this agent (or any agent) used this value, path, domain or recipient before?
 
 Memory is bounded: a count-min sketch of keyed BLAKE2b hashes (raw values are never stored), whose
-counters are halved every `halve_every` insertions so rarely used tokens are forgotten first.
+counters are halved every `halve_every` insertions so rarely used tokens are forgotten first. A second sketch with the
+same key keeps, for provenance, which values agents and roles acted on and which appeared next to injections.
 """
 
 import hashlib
@@ -34,7 +35,9 @@ _URL = re.compile(r"\b[a-z][a-z0-9+.\-]{0,30}://[^\s'\"]{1,255}", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 _EMAIL = re.compile(r"\b[\w.+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63})+\b")
 _HALVE = bytes(i >> 1 for i in range(256))
-_FILE_MAGIC = b"BNOV1"
+_FILE_MAGIC = b"BNOV2"
+USAGE_HALVING = 8
+"""The usage and taint sketch forgets eight times more slowly than novelty: a use or a taint is counted once."""
 
 
 def _host(authority: str) -> str:
@@ -118,6 +121,8 @@ class NoveltyMemory:
 
     def __init__(self, width: int = DEFAULT_WIDTH, key: bytes | None = None, max_agents: int = 100_000) -> None:
         self.sketch = CountMinSketch(width, key)
+        self.usage = CountMinSketch(width, self.sketch.key, halve_every=width * USAGE_HALVING)
+        """Which values each agent and role acted on, and which appeared next to injected instructions (provenance)."""
         self.max_agents = max_agents
         self._calls: OrderedDict[str, int] = OrderedDict()
 
@@ -159,12 +164,14 @@ class NoveltyMemory:
         return {"novel_egress": mine, "novel_egress_any": anyone}
 
     def save(self, path: Path) -> None:
-        """Write the sketch (key, counters) and the agents' call counts, atomically."""
+        """Write the sketches (key, counters) and the agents' call counts, atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = _FILE_MAGIC + self.sketch.width.to_bytes(8, "little") + self.sketch.insertions.to_bytes(8, "little")
+        header = (_FILE_MAGIC + self.sketch.width.to_bytes(8, "little") + self.sketch.insertions.to_bytes(8, "little")
+                  + self.usage.insertions.to_bytes(8, "little"))
         agents = "\n".join(f"{count}\t{agent}" for agent, count in self._calls.items()).encode()
         temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_bytes(header + self.sketch.key + len(agents).to_bytes(8, "little") + agents + self.sketch.table)
+        temporary.write_bytes(header + self.sketch.key + len(agents).to_bytes(8, "little") + agents + self.sketch.table
+                              + self.usage.table)
         temporary.chmod(0o600)
         temporary.replace(path)
 
@@ -177,15 +184,18 @@ class NoveltyMemory:
         offset = len(_FILE_MAGIC)
         width = int.from_bytes(data[offset : offset + 8], "little")
         insertions = int.from_bytes(data[offset + 8 : offset + 16], "little")
-        key = data[offset + 16 : offset + 48]
-        size = int.from_bytes(data[offset + 48 : offset + 56], "little")
-        agents = data[offset + 56 : offset + 56 + size].decode()
-        table = data[offset + 56 + size :]
-        if len(table) != DEPTH * width:
+        usage_insertions = int.from_bytes(data[offset + 16 : offset + 24], "little")
+        key = data[offset + 24 : offset + 56]
+        size = int.from_bytes(data[offset + 56 : offset + 64], "little")
+        agents = data[offset + 64 : offset + 64 + size].decode()
+        tables = data[offset + 64 + size :]
+        if len(tables) != 2 * DEPTH * width:
             raise ValueError(f"{path} is truncated")
         memory = cls(width, key, max_agents)
-        memory.sketch.table = bytearray(table)
+        memory.sketch.table = bytearray(tables[: DEPTH * width])
         memory.sketch.insertions = insertions
+        memory.usage.table = bytearray(tables[DEPTH * width :])
+        memory.usage.insertions = usage_insertions
         for line in filter(None, agents.split("\n")):
             count, agent = line.split("\t", 1)
             memory._calls[agent] = int(count)

@@ -6,16 +6,17 @@ information-flow idea of CaMeL/FIDES-style defences, without an LLM. The tracker
 output text in memory only (bounded); what outlives a session is keyed hashes in the usage sketch."""
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bastion.detector.injection import INJECTION_THRESHOLD, Sign, near, signs
+from bastion.detector.injection import INJECTION_THRESHOLD, Sign, near, segment, signs
 from bastion.detector.intent import intended_effects
 from bastion.detector.novelty import CountMinSketch
 from bastion.detector.types import Verdict
-from bastion.detector.values import Value, argument_values, entities, is_recipient_path, normal_literal
+from bastion.detector.values import Value, argument_values, entities, is_recipient_path, normal_literal, salient
 
 Source = Literal["user", "tool_output", "agent", "role", "new"]
 ACTING_EFFECTS = frozenset({"write", "send", "pay", "share", "delete", "configure", "execute"})
@@ -54,7 +55,8 @@ class Finding:
         where = (f"first appeared in the output of call {self.call} (`{self.tool}`)" if self.source == "tool_output"
                  else "appeared next to injected instructions in an earlier session" if self.tainted
                  else f"came from {self.source}")
-        past = "never used by this agent" + ("" if self.used_by_role else " or its role")
+        past = ("used by this agent before" if self.used_by_agent else
+                "never used by this agent" + ("" if self.used_by_role else " or its role"))
         text = f"{label} {self.value.path!r} = '{self.value.masked()}' {where}; {past}"
         if self.signs:
             text += f"; the content around it {', '.join(self.signs[:3])}"
@@ -82,15 +84,18 @@ class Assessment:
 
     @property
     def evidence(self) -> Finding | None:
-        """The finding that is strong evidence of a hijack, if any: an acting call's value, never used by this agent
-        or its role, introduced by tool output next to injected instructions, or by tool output for an action the
-        user's task does not ask for, or tainted by injected instructions in an earlier session."""
+        """The finding that is strong evidence of a hijack, if any, among an acting call's values the user did not
+        give: one introduced in this session by tool output next to injected instructions (no history excuses it: an
+        earlier undetected hijack must not vouch for the attacker's values); one tainted by injected instructions in
+        an earlier session that this agent never used for this effect; or one introduced by tool output, never used
+        by the agent or its role for this effect, for an action the user's task does not ask for."""
         if not self.acting:
             return None
         out_of_task = self.out_of_task
-        strong = [f for f in self.findings if not (f.used_by_agent or f.used_by_role or f.source == "user")
-                  and ((f.source == "tool_output" and (f.injection >= INJECTION_THRESHOLD or out_of_task))
-                       or f.tainted)]
+        strong = [f for f in self.findings if f.source != "user"
+                  and ((f.source == "tool_output" and f.injection >= INJECTION_THRESHOLD)
+                       or (f.tainted and not f.used_by_agent)
+                       or (f.source == "tool_output" and out_of_task and not (f.used_by_agent or f.used_by_role)))]
         strong.sort(key=lambda f: (not is_recipient_path(f.value.path), -f.injection))
         return strong[0] if strong else None
 
@@ -199,12 +204,15 @@ class ProvenanceTracker:
         for value in argument_values(args):
             if code_arguments and value.kind == "literal" and value.path.split(".", 1)[0] in CODE_ARGUMENTS:
                 continue
-            assessment.findings.append(self._finding(agent_id, roles, state, value))
+            assessment.findings.append(self._finding(agent_id, roles, state, value, assessment.effects))
         return assessment
 
-    def _finding(self, agent_id: str, roles: tuple[str, ...], state: _SessionOutputs | None, value: Value) -> Finding:
-        used_agent = self.usage.count(_usage_key("a", agent_id, value)) > 0
-        used_role = any(self.usage.count(_usage_key("r", role, value)) > 0 for role in roles)
+    def _finding(self, agent_id: str, roles: tuple[str, ...], state: _SessionOutputs | None, value: Value,
+                 effects: tuple[str, ...]) -> Finding:
+        acting = sorted(ACTING_EFFECTS.intersection(effects)) or ["read"]
+        used_agent = any(self.usage.count(_usage_key("a", agent_id, value, effect)) > 0 for effect in acting)
+        used_role = any(self.usage.count(_usage_key("r", role, value, effect)) > 0 for role in roles
+                        for effect in acting)
         tainted = self.usage.count(_usage_key("t", agent_id, value)) > 0 or any(
             self.usage.count(_usage_key("tr", role, value)) > 0 for role in roles)
         past = {"used_by_agent": used_agent, "used_by_role": used_role, "tainted": tainted}
@@ -219,13 +227,15 @@ class ProvenanceTracker:
 
     @staticmethod
     def _in_text(state: _SessionOutputs, value: Value) -> _Seen | None:
-        """A literal value found inside an earlier output's text (entities are indexed when the output arrives)."""
-        if value.kind != "literal":
+        """A literal, id or user value found inside an earlier output's text, as a whole word (entities are indexed
+        when the output arrives)."""
+        if value.kind not in ("literal", "file", "user"):
             return None
+        pattern = re.compile(rf"(?<![\w@.-]){re.escape(value.normal)}(?![\w@-])")
         for output in state.outputs:
-            position = output.text.find(value.normal)
-            if position >= 0:
-                score, names = near(output.signs, output.text, position)
+            match = pattern.search(output.text)
+            if match is not None:
+                score, names = near(output.signs, output.text, match.start())
                 return _Seen(output.call, output.tool, score, tuple(names))
         return None
 
@@ -235,10 +245,11 @@ class ProvenanceTracker:
         output as content later calls may copy from. Returns the output's injection score."""
         roles = tuple(roles)
         if assessment is not None and assessment.acting:
-            for finding in assessment.findings:
-                self.usage.add(_usage_key("a", agent_id, finding.value))
-                for role in roles:
-                    self.usage.add(_usage_key("r", role, finding.value))
+            for effect in ACTING_EFFECTS.intersection(assessment.effects):
+                for finding in assessment.findings:
+                    self.usage.add(_usage_key("a", agent_id, finding.value, effect))
+                    for role in roles:
+                        self.usage.add(_usage_key("r", role, finding.value, effect))
         text = output[:MAX_OUTPUT_CHARS]
         if data is not None:
             text += "\n" + json.dumps(data, ensure_ascii=False, default=str)[:MAX_OUTPUT_CHARS]
@@ -252,6 +263,11 @@ class ProvenanceTracker:
         while state.chars > MAX_SESSION_CHARS and len(state.outputs) > 1:
             state.chars -= len(state.outputs.pop(0).text)
         strongest = 0.0
+        for start, end in _injected_segments(found, text):
+            for token in salient(text[start:end]):
+                self.usage.add(_usage_key("t", agent_id, Value("literal", token)))
+                for role in roles:
+                    self.usage.add(_usage_key("tr", role, Value("literal", token)))
         for value, position in _positioned_entities(text):
             score, names = near(found, text, position)
             strongest = max(strongest, score)
@@ -264,8 +280,20 @@ class ProvenanceTracker:
         return max(strongest, max((near(found, text, sign.start)[0] for sign in found), default=0.0))
 
 
-def _usage_key(scope: str, owner: str, value: Value) -> str:
-    return f"{scope}\0{owner}\0{value.kind}\0{value.normal}"
+def _usage_key(scope: str, owner: str, value: Value, effect: str = "") -> str:
+    """The sketch key of a use (`a` agent, `r` role, per effect) or a taint (`t` agent, `tr` role) of a value."""
+    kind = "literal" if scope in ("t", "tr") and value.kind in ("literal", "file", "user") else value.kind
+    return f"{scope}\0{owner}\0{effect}\0{kind}\0{value.normal}"
+
+
+def _injected_segments(found: list[Sign], text: str) -> list[tuple[int, int]]:
+    """The segments of an output whose signs of injection reach the threshold."""
+    spans: list[tuple[int, int]] = []
+    for sign in found:
+        start, end = segment(text, sign.start)
+        if (start, end) not in spans and near(found, text, sign.start)[0] >= INJECTION_THRESHOLD:
+            spans.append((start, end))
+    return spans
 
 
 def _positioned_entities(text: str) -> list[tuple[Value, int]]:

@@ -143,6 +143,21 @@ def argument_values(args: dict[str, Any]) -> list[Value]:
     return list(found.values())[:MAX_VALUES]
 
 
+_SALIENT = re.compile(r"(?<![\w@])(?=[\w!#$%&*+.-]*\d)[\w!#$%&*+.-]{4,64}(?![\w@])"
+                      r"|\b[A-Z][\w'-]+(?:[ \t]+[A-Z][\w'-]+){0,3}\b")
+
+
+def salient(text: str) -> set[str]:
+    """The tokens of a text an attacker's request would name: ones with digits (ids, codes, passwords) and runs of
+    capitalised words (names of hotels, people, files) with every shorter run inside them, in literal normal form."""
+    found: set[str] = set()
+    for match in _SALIENT.finditer(text[:4096]):
+        words = _literal(match.group(0)).split(" ")
+        found.update(" ".join(words[start:end]) for start in range(len(words))
+                     for end in range(start + 1, len(words) + 1))
+    return found
+
+
 def is_recipient_path(path: str) -> bool:
     """True when an argument path names where something goes (a recipient, an account, a URL, a user)."""
     parts = [part for part in path.lower().split(".") if not part.isdigit()]

@@ -6,6 +6,15 @@ import random
 
 from bastion.detector.featurize import CallFeaturizer
 from bastion.detector.novelty import NoveltyMemory
+from bastion.detector.synthetic.assistants import (
+    ASSISTANTS,
+    HIJACKS,
+    SCENARIOS,
+    TEMPLATES,
+    attack_assistant_sessions,
+    normal_assistant_sessions,
+    worlds,
+)
 from bastion.detector.synthetic.attacks import ATTACK_BUILDERS
 from bastion.detector.synthetic.personas import PERSONA_BUILDERS
 from bastion.detector.synthetic.session import (
@@ -17,6 +26,9 @@ from bastion.detector.synthetic.session import (
     SessionBuilder,
     SyntheticSession,
 )
+
+ASSISTANT_WARMUP = 40
+"""Ordinary sessions per assistant persona before the returned ones: the history agents are judged against."""
 
 
 def _memory(seed: int) -> NoveltyMemory:
@@ -86,3 +98,22 @@ def attack_sessions(
             PERSONA_BUILDERS[persona](builder, len(out.events) + rng.randint(1, 4))
         sessions.append(out)
     return sessions
+
+
+def assistant_sessions(
+    normal: int,
+    attacks: int,
+    seed: int,
+    *,
+    personas: tuple[str, ...] = ASSISTANTS,
+    hijacks: tuple[str, ...] = HIJACKS,
+    templates: tuple[str, ...] = TEMPLATES,
+    scenarios: tuple[str, ...] = SCENARIOS,
+    warmup: int = ASSISTANT_WARMUP,
+) -> tuple[list[SyntheticSession], list[SyntheticSession]]:
+    """`normal` ordinary and `attacks` hijacked sessions of assistant personas on custom tools, in one world whose
+    agents first did `warmup` ordinary sessions per persona; deterministic per seed."""
+    found = worlds(CallFeaturizer(_memory(seed)), seed, personas, warmup)
+    ordinary = normal_assistant_sessions(found, normal, seed + 1, personas)
+    hijacked = attack_assistant_sessions(found, attacks, seed + 2, personas, hijacks, templates, scenarios)
+    return ordinary, hijacked

@@ -1,4 +1,5 @@
-"""Labelled sessions on disk: JSON lines of {persona, attack, malicious[], events[]}."""
+"""Labelled sessions on disk: JSON lines of {persona, attack, malicious[], events[], blocked[], scenario,
+template}."""
 
 import json
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,9 @@ def write_traces(sessions: Iterable[SyntheticSession], path: Path) -> int:
                 "attack": session.attack,
                 "malicious": session.malicious,
                 "events": [event.model_dump(mode="json") for event in session.events],
+                "blocked": session.blocked,
+                "scenario": session.scenario,
+                "template": session.template,
             }
             out.write(json.dumps(record, separators=(",", ":")) + "\n")
             written += 1
@@ -36,6 +40,10 @@ def read_traces(path: Path) -> Iterator[SyntheticSession]:
                 malicious = [bool(flag) for flag in record.get("malicious", [False] * len(events))]
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{number}: not a trace record ({exc})") from exc
-            if len(malicious) != len(events):
-                raise ValueError(f"{path}:{number}: 'malicious' has {len(malicious)} labels for {len(events)} events")
-            yield SyntheticSession(record.get("persona", "unknown"), record.get("attack"), events, malicious)
+            blocked = record.get("blocked") or [None] * len(events)
+            if len(malicious) != len(events) or len(blocked) != len(events):
+                raise ValueError(f"{path}:{number}: 'malicious' and 'blocked' need one entry per event "
+                                 f"({len(events)} events)")
+            yield SyntheticSession(record.get("persona", "unknown"), record.get("attack"), events, malicious,
+                                   [str(reason) if reason else None for reason in blocked],
+                                   record.get("scenario", "standard"), record.get("template"))

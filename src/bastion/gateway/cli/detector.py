@@ -98,37 +98,61 @@ def eval_command(
         return
     table = Table("measure", "value", title=f"{traces} with {path}")
     for name, value in figures.as_dict().items():
-        if name != "per_attack":
+        if not name.startswith(("per_", "disrupted_by")):
             table.add_row(name.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
-    for attack, found in figures.per_attack.items():
-        table.add_row(f"  {attack}", f"detected {found.detected:.0%}, median harmful calls run "
-                                     f"{found.median_harmful_before_stop:g} ({found.sessions} sessions)")
+    for title, groups in (("attack", figures.per_attack), ("persona", figures.per_persona),
+                          ("template", figures.per_template), ("scenario", figures.per_scenario)):
+        for name, found in groups.items():
+            table.add_row(f"  {title} {name}", f"stopped in time {found.stopped_in_time:.0%}, detected "
+                          f"{found.detected:.0%}, median harmful calls run {found.median_harmful_before_stop:g} "
+                          f"({found.sessions} sessions)")
     Console().print(table)
 
 
 @detector_app.command("synth")
 def synth_command(
     out: Annotated[Path, typer.Option(dir_okay=False, help="Trace file to write (JSON lines)")],
-    normal: Annotated[int, typer.Option(min=0, help="Normal sessions")] = 300,
-    attacks: Annotated[int, typer.Option(min=0, help="Attack sessions")] = 140,
+    normal: Annotated[int, typer.Option(min=0, help="Normal sessions of each family")] = 300,
+    attacks: Annotated[int, typer.Option(min=0, help="Attack sessions of each family")] = 140,
     seed: Annotated[int, typer.Option(help="Random seed")] = 9,
     held_out: Annotated[bool, typer.Option(
-        "--held-out/--all", help="Only personas and attacks the default training leaves out")] = False,
+        "--held-out/--all",
+        help="Only personas, attacks and injection templates the default training leaves out")] = False,
+    family: Annotated[str, typer.Option(
+        help="shell (built-in tools), assistants (custom tools: mail, payments, chat, travel, documents) or both")]
+    = "both",
 ) -> None:
     """Write labelled synthetic sessions for `bastion detector eval`."""
     from bastion.detector.synthetic import (
+        ASSISTANTS,
         ATTACKS,
+        HELD_OUT_ASSISTANTS,
         HELD_OUT_ATTACKS,
+        HELD_OUT_HIJACKS,
         HELD_OUT_PERSONAS,
+        HELD_OUT_TEMPLATES,
+        HIJACKS,
         PERSONAS,
+        TEMPLATES,
+        assistant_sessions,
         attack_sessions,
         normal_sessions,
         write_traces,
     )
 
-    personas = HELD_OUT_PERSONAS if held_out else PERSONAS
-    kinds = HELD_OUT_ATTACKS if held_out else ATTACKS
-    sessions = normal_sessions(normal, seed=seed, personas=personas)
-    sessions += attack_sessions(attacks, seed=seed + 1, personas=personas, attacks=kinds)
+    if family not in ("shell", "assistants", "both"):
+        console.print(f"[red]unknown family[/red] {family!r}: choose shell, assistants or both")
+        raise typer.Exit(2)
+    sessions = []
+    if family in ("shell", "both"):
+        personas = HELD_OUT_PERSONAS if held_out else PERSONAS
+        kinds = HELD_OUT_ATTACKS if held_out else ATTACKS
+        sessions += normal_sessions(normal, seed=seed, personas=personas)
+        sessions += attack_sessions(attacks, seed=seed + 1, personas=personas, attacks=kinds)
+    if family in ("assistants", "both"):
+        ordinary, hijacked = assistant_sessions(
+            normal, attacks, seed=seed + 2, personas=HELD_OUT_ASSISTANTS if held_out else ASSISTANTS,
+            hijacks=HELD_OUT_HIJACKS if held_out else HIJACKS, templates=HELD_OUT_TEMPLATES if held_out else TEMPLATES)
+        sessions += ordinary + hijacked
     written = write_traces(sessions, out)
     console.print(f"[green]wrote[/green] {written} sessions to {out}")
