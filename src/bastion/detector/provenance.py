@@ -26,7 +26,9 @@ MAX_OUTPUT_CHARS = 65_536
 MAX_SESSION_CHARS = 262_144
 MAX_SESSIONS = 10_000
 MAX_ENTITIES = 4_096
-PROVENANCE_FEATURES: tuple[str, ...] = ("from_output", "injected", "output_injection", "novel_outbound")
+SESSION_EVIDENCE_RISK = 0.5
+"""The risk a provenance verdict gives its agent: the evidence is about what one session read, not the agent, so its
+later sessions are not held for approval (risk at the threshold, below every approval cut of the default library)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class Assessment:
         return {path: finding.policy_view() for path, finding in sorted(view.items())}
 
     def features(self) -> dict[str, float]:
-        """The detector's provenance features of the call (named by PROVENANCE_FEATURES, `output_injection` later)."""
+        """The detector's provenance features of the call (`features.PROVENANCE_NAMES`; its output's injection score,
+        `features.OUTPUT_INJECTION`, comes once it ran)."""
         untrusted = [f for f in self.findings if f.source == "tool_output" and not (f.used_by_agent or f.used_by_role)]
         outbound = bool(OUTBOUND_EFFECTS.intersection(self.effects))
         novel = [f for f in self.findings if f.source in ("tool_output", "new") and not f.used_by_agent]
@@ -133,7 +136,7 @@ class Assessment:
             reason += f"; the user's task asks to {asked or 'only read'}, not to {doing}"
         return Verdict.model_validate({
             "call_id": call_id, "agent_id": agent_id, "session_id": session_id, "tool": tool, "score": 1.0,
-            "threshold": 0.5, "risk": 1.0, "action": action, "reasons": [reason],
+            "threshold": 0.5, "risk": SESSION_EVIDENCE_RISK, "action": action, "reasons": [reason],
             "features": [f"argument introduced by tool output ({finding.value.kind})"]})
 
 

@@ -149,3 +149,16 @@ async def test_a_call_held_for_approval_is_an_error_result_naming_the_approval(r
         held = await client.call_tool("shell.run", {"command": "echo needs a human"})
     assert held.is_error is True and held.meta["bastion/problem"] == "approval-pending"
     assert held.structured_content["approval_id"] in held.content[0].text
+
+
+async def test_the_first_call_declares_the_users_task_and_trusted_values(running_gateway: RunningGateway,
+                                                                        make_agent) -> None:
+    dev = make_agent("developer")
+    async with mcp_client(running_gateway, dev.headers) as client:
+        meta = {"bastion/task": "List my workspace", "bastion/trusted_values": ["alice@corp.example"]}
+        assert (await client.call_tool("fs.list", {}, meta=meta)).is_error is False
+        with pytest.raises(MCPError, match="trusted_values"):
+            await client.call_tool("fs.list", {}, meta={"bastion/trusted_values": "alice@corp.example"})
+    created = httpx.get(f"{running_gateway.url}/v1/audit", headers=running_gateway.admin,
+                        params={"agent_id": dev.agent_id, "kind": "session_created"}).json()["records"]
+    assert created[0]["result"]["trusted_values"] == 1 and len(created[0]["result"]["task_sha256"]) == 64
