@@ -15,7 +15,6 @@ from bastion.detector.synthetic import (
     HELD_OUT_ASSISTANTS,
     HELD_OUT_ATTACKS,
     HELD_OUT_PERSONAS,
-    TRAIN_ASSISTANTS,
     TRAIN_PERSONAS,
     attack_sessions,
     normal_sessions,
@@ -116,7 +115,7 @@ def test_metrics_measure_separation_and_the_cut_at_one_percent() -> None:
 
 def test_held_out_personas_and_attacks_are_caught_early(checkpoint: Checkpoint) -> None:
     assert not set(HELD_OUT_PERSONAS + HELD_OUT_ASSISTANTS) & set(checkpoint.training["personas"])
-    assert set(checkpoint.training["personas"]) == set(TRAIN_PERSONAS + TRAIN_ASSISTANTS)
+    assert set(checkpoint.training["personas"]) == set(TRAIN_PERSONAS)
     normal = normal_sessions(240, seed=601, personas=HELD_OUT_PERSONAS)
     attacks = attack_sessions(90, seed=602, personas=HELD_OUT_PERSONAS + TRAIN_PERSONAS, attacks=HELD_OUT_ATTACKS)
     figures = evaluate(Scorer(checkpoint), normal + attacks)

@@ -14,7 +14,7 @@ from bastion.detector.checkpoint import Checkpoint, load_checkpoint, save_checkp
 from bastion.detector.features import VECTOR_SIZE, event_matrix, session_gaps
 from bastion.detector.model import SequenceModel, pick_device, single_cpu_thread
 from bastion.detector.scorer import WARMUP_EVENTS
-from bastion.detector.synthetic import TRAIN_ASSISTANTS, TRAIN_PERSONAS, assistant_sessions, normal_sessions
+from bastion.detector.synthetic import TRAIN_PERSONAS, normal_sessions
 from bastion.detector.types import Event
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint", "score_sessions", "train", "train_default"]
@@ -24,7 +24,6 @@ HOLDOUT_FRACTION = 0.25
 AGENT_MIN_EVENTS = 200
 AGENT_THRESHOLD_RANGE = (0.5, 2.0)
 DEFAULT_SESSIONS = 1200
-DEFAULT_ASSISTANT_SESSIONS = 600
 DEFAULT_EPOCHS = 12
 DEFAULT_SEED = 7
 
@@ -170,18 +169,19 @@ def train(
 
 
 def train_default(path: Path, on_epoch: EpochHook | None = None) -> Checkpoint:
-    """Train on the synthetic generator's normal sessions of the training personas (the held-out ones stay
-    unseen, for evaluation), save to `path`, and return the checkpoint."""
+    """Train on the synthetic generator's normal sessions of the training shell personas (the held-out ones stay
+    unseen, for evaluation), save to `path`, and return the checkpoint. Assistant sessions on custom tools are not
+    in it: they are a call or two long, inside the model's warm-up, where the provenance guard judges them; trained
+    on them too, the model scores the shell sessions higher and its calibrated threshold stops fewer attacks."""
     synthetic = normal_sessions(DEFAULT_SESSIONS, seed=DEFAULT_SEED, personas=TRAIN_PERSONAS)
-    assistants, _ = assistant_sessions(DEFAULT_ASSISTANT_SESSIONS, 0, seed=DEFAULT_SEED, personas=TRAIN_ASSISTANTS)
     checkpoint = train(
-        [session.events for session in synthetic + assistants],
+        [session.events for session in synthetic],
         epochs=DEFAULT_EPOCHS,
         seed=DEFAULT_SEED,
         metadata={
             "data": f"synthetic normal sessions (seed {DEFAULT_SEED})",
             "source": "synthetic",
-            "personas": [*TRAIN_PERSONAS, *TRAIN_ASSISTANTS],
+            "personas": list(TRAIN_PERSONAS),
         },
         on_epoch=on_epoch,
     )
