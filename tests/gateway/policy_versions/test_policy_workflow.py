@@ -242,6 +242,12 @@ def test_held_calls_run_once_after_approval(client: httpx.Client) -> None:
     pending = client.get("/v1/approvals", params={"status": "pending", "agent_id": supervised.agent_id},
                          headers=ADMIN).json()
     assert [a["approval_id"] for a in pending] == [approval_id]
+    assert pending[0]["args"] == {"command": "echo approved"}, "the approver sees the arguments, not only a digest"
+    waiting = client.get("/v1/audit", params={"agent_id": supervised.agent_id, "status": "pending_approval"},
+                         headers=ADMIN).json()["records"]
+    assert [r["call_id"] for r in waiting] == [held.json()["call_id"], again.json()["call_id"]]
+    assert not client.get("/v1/audit", params={"agent_id": supervised.agent_id, "status": "incomplete"},
+                          headers=ADMIN).json()["records"], "a held call is not a call the gateway died in"
 
     approved = client.post(f"/v1/approvals/{approval_id}/approve", headers=ADMIN, json={"note": "ok once"})
     assert approved.status_code == 200 and approved.json()["status"] == "approved"
@@ -262,6 +268,11 @@ def test_held_calls_run_once_after_approval(client: httpx.Client) -> None:
     assert denied.status_code == 403 and denied.json()["type"].endswith("/approval-denied")
     assert "not twice" in denied.json()["detail"]
 
+    statuses = {r["call_id"]: r["status"] for r in audit_kinds(client, agent_id=supervised.agent_id)
+                if r["kind"] == "decision"}
+    assert statuses[held.json()["call_id"]] == "approved" and statuses[ran.json()["call_id"]] == "complete"
+    assert statuses[once_more.json()["call_id"]] == "denied" and statuses[denied.json()["call_id"]] == "denied"
+    assert statuses[other_args.json()["call_id"]] == "pending_approval"
     kinds = [r["kind"] for r in audit_kinds(client, agent_id=supervised.agent_id) if r["kind"].startswith("appr")]
     assert kinds.count("approval_requested") == 3 and kinds.count("approval_used") == 1
     assert "approval_granted" in kinds and "approval_denied" in kinds
@@ -281,6 +292,9 @@ def test_approvals_expire(client: httpx.Client) -> None:
         held = tool_call(client, supervised, sid, "shell.run", command="echo late")
         assert held.status_code == 202
         time.sleep(1.5)
+        expired = client.get("/v1/audit", params={"call_id": held.json()["call_id"], "status": "expired"},
+                             headers=ADMIN).json()["records"]
+        assert [r["kind"] for r in expired] == ["decision"], "past its expiry before anything marked it"
         late = client.post(f"/v1/approvals/{held.json()['approval_id']}/approve", headers=ADMIN)
         assert late.status_code == 409 and "expired" in late.json()["detail"]
         fresh = tool_call(client, supervised, sid, "shell.run", command="echo late")

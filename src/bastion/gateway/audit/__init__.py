@@ -16,7 +16,15 @@ from bastion.gateway.audit.checkpoints import CheckpointSigner
 from bastion.gateway.audit.export import MEDIA_TYPES, ExportFormat, export_chunks, record_document
 from bastion.gateway.audit.log import AuditEntry, AuditLog, AuditStoreError
 from bastion.gateway.audit.prune import PruneRefused, PruneReport, prune_before
-from bastion.gateway.audit.query import AuditFilter, BadCursor, Status, audit_stats, iter_audit, query_audit
+from bastion.gateway.audit.query import (
+    AuditFilter,
+    BadCursor,
+    Status,
+    audit_stats,
+    decision_args,
+    iter_audit,
+    query_audit,
+)
 from bastion.gateway.audit.redaction import AuditRedactor
 from bastion.gateway.audit.verify import ChainReport, verify_chain
 
@@ -35,6 +43,7 @@ __all__ = [
     "PruneReport",
     "Status",
     "audit_stats",
+    "decision_args",
     "export_chunks",
     "iter_audit",
     "prune_before",

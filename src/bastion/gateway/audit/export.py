@@ -73,7 +73,7 @@ def export_chunks(engine: Engine, wanted: AuditFilter, fmt: ExportFormat, batch_
     if fmt == "csv":
         yield _csv_text([CSV_COLUMNS])
     for batch in iter_audit(engine, wanted, batch_size, raw_json=True):
-        # zip stops at the table columns, leaving out the trailing `finished` column the status came from.
+        # zip stops at the table columns, leaving out the trailing `call_status` column the status came from.
         yield "".join(render(dict(zip(COLUMN_NAMES, row, strict=False)), status) for row, status in batch)
 
 

@@ -10,17 +10,41 @@ from sqlalchemy import Engine, Row, String, Text, and_, case, cast, exists, func
 from sqlalchemy.sql.elements import ColumnElement
 
 from bastion.gateway.audit.store import JSON_COLUMNS, RECORDS
+from bastion.gateway.db.tables import Approval, utcnow
 
-Status = Literal["complete", "incomplete", "denied"]
+Status = Literal["complete", "incomplete", "denied", "pending_approval", "approved", "expired"]
+"""A decision's status: denied by policy, complete (its result is recorded), held for a human (pending_approval, then
+approved, denied or expired with its approval), or incomplete (allowed, but no result: the gateway died mid-call)."""
 Bucket = Literal["minute", "hour", "day"]
 GroupBy = Literal["decision", "tool", "agent", "kind"]
 SQLITE_BUCKETS = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
 
 _RESULTS = RECORDS.alias("results")
 _HAS_RESULT = exists().where(_RESULTS.c.call_id == RECORDS.c.call_id, _RESULTS.c.kind == "result")
-# Whether an allowed decision's result is recorded, looked up only for allowed decisions.
-_FINISHED = case((and_(RECORDS.c.kind == "decision", RECORDS.c.allow == True), _HAS_RESULT),  # noqa: E712
-                 else_=False).label("finished")
+_HELD = RECORDS.alias("held")
+_APPROVALS = Approval.__table__  # type: ignore[attr-defined]
+_HELD_BY = (select(_HELD.c.result["approval_id"].as_string())
+            .where(_HELD.c.call_id == RECORDS.c.call_id, _HELD.c.kind == "held").correlate(RECORDS).limit(1)
+            .scalar_subquery())
+
+
+def _status(now: datetime) -> ColumnElement[Any]:
+    """A record's status (None unless it is a decision), looked up as `Status` says; a pending approval past its
+    expiry counts as expired though nothing marked it yet."""
+    approval = (select(_APPROVALS.c.status, _APPROVALS.c.expires_at).where(_APPROVALS.c.id == _HELD_BY)
+                .correlate(RECORDS))
+    held = approval.with_only_columns(_APPROVALS.c.status).scalar_subquery()
+    expires = approval.with_only_columns(_APPROVALS.c.expires_at).scalar_subquery()
+    return case(
+        (RECORDS.c.kind != "decision", None),
+        (RECORDS.c.allow == False, "denied"),  # noqa: E712
+        (_HAS_RESULT, "complete"),
+        (and_(held == "pending", expires > now), "pending_approval"),
+        (held.in_(["approved", "used"]), "approved"),
+        (held == "denied", "denied"),
+        (held.in_(["pending", "expired"]), "expired"),
+        else_="incomplete",
+    )
 
 
 class BadCursor(ValueError):
@@ -100,11 +124,8 @@ def conditions(wanted: AuditFilter) -> list[ColumnElement[bool]]:
     ]
     if wanted.decision is not None:
         terms += [RECORDS.c.kind == "decision", RECORDS.c.allow == (wanted.decision == "allow")]
-    if wanted.status == "denied":
-        terms += [RECORDS.c.kind == "decision", RECORDS.c.allow == False]  # noqa: E712
-    elif wanted.status is not None:
-        terms += [RECORDS.c.kind == "decision", RECORDS.c.allow == True,  # noqa: E712
-                  _HAS_RESULT if wanted.status == "complete" else ~_HAS_RESULT]
+    if wanted.status is not None:
+        terms += [RECORDS.c.kind == "decision", _status(utcnow()) == wanted.status]
     if wanted.reason:
         terms.append(func.lower(cast(RECORDS.c.reasons, String)).contains(wanted.reason.lower(), autoescape=True))
     if wanted.since is not None:
@@ -125,17 +146,14 @@ def _page_query(wanted: AuditFilter, after_seq: int | None, limit: int, raw_json
     terms = conditions(wanted)
     if after_seq is not None:
         terms.append(seq < after_seq if wanted.descending else seq > after_seq)
-    return (select(*columns, _FINISHED).where(*terms).order_by(seq.desc() if wanted.descending else seq)
+    status = case((RECORDS.c.kind == "decision", _status(utcnow())), else_=None).label("call_status")
+    return (select(*columns, status).where(*terms).order_by(seq.desc() if wanted.descending else seq)
             .limit(limit))
 
 
 def status_of(row: Row[Any]) -> Status | None:
-    """A decision's status: `denied`, `complete` (its result is recorded) or `incomplete`; None for others."""
-    if row.kind != "decision":
-        return None
-    if not row.allow:
-        return "denied"
-    return "complete" if row.finished else "incomplete"
+    """The status a page's row carries (see `Status`); None for records other than decisions."""
+    return row.call_status
 
 
 def query_audit(engine: Engine, wanted: AuditFilter) -> AuditPage:
@@ -184,3 +202,13 @@ def audit_stats(engine: Engine, wanted: AuditFilter, bucket: Bucket, by: GroupBy
 
 def _bucket_start(value: datetime | str) -> datetime:
     return as_utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
+
+
+def decision_args(engine: Engine, call_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The arguments each call's decision record holds (redacted fields as the log keeps them), by call id."""
+    if not call_ids:
+        return {}
+    query = select(RECORDS.c.call_id, RECORDS.c.input).where(RECORDS.c.kind == "decision",
+                                                            RECORDS.c.call_id.in_(call_ids))
+    with engine.connect() as connection:
+        return {row.call_id: (row.input or {}).get("args") or {} for row in connection.execute(query)}

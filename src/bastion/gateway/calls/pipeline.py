@@ -15,7 +15,7 @@ from bastion.detector.featurize import CallFeatures
 from bastion.detector.types import Action, Event, Verdict
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.audit import AuditEntry, AuditLog, AuditRedactor, AuditStoreError
-from bastion.gateway.calls.approvals import ApprovalDesk
+from bastion.gateway.calls.approvals import ApprovalDesk, ApprovalPending
 from bastion.gateway.calls.arguments import ArgumentLimits
 from bastion.gateway.calls.egress import EgressGrants
 from bastion.gateway.calls.facts import CallFacts
@@ -199,8 +199,18 @@ class CallPipeline:
             await self._refuse_unmet(principal, session, tool, features, call_id, decision, unmet_reasons)
         requirement = obligations.require_approval
         if requirement is not None:
-            await self.approvals.admit(principal.id, session.id, tool.name, args, call_id, requirement,
-                                       decision.revision)
+            try:
+                await self.approvals.admit(principal.id, session.id, tool.name, args, call_id, requirement,
+                                           decision.revision)
+            except ApprovalPending as pending:
+                await self._held(principal, session, tool, call_id, decision, pending.approval.id,
+                                 pending.approval.reason)
+                raise
+            except GatewayError as refused:
+                if refused.kind == "approval-denied":
+                    await self._held(principal, session, tool, call_id, decision, refused.extra["approval_id"],
+                                     "approval denied")
+                raise
             self.risk.approval_used(principal.id)
         output_cap = self.max_output_bytes
         if obligations.limits is not None and obligations.limits.max_output_bytes is not None:
@@ -241,6 +251,15 @@ class CallPipeline:
             await self._judgement(judged)
         log.info("call finished", tool=tool.name, exit_code=result.exit_code, duration_ms=result.duration_ms)
         return CallOutcome(call_id=call_id, decision=decision, result=result)
+
+    async def _held(self, principal: PrincipalView, session: LiveSession, tool: Tool, call_id: str,
+                    decision: Decision, approval_id: str, reason: str) -> None:
+        """Record that an allowed call waits for (or was refused by) a human's answer to `approval_id`: its status
+        then follows the approval's, never `incomplete`."""
+        await self._append(AuditEntry(
+            kind="held", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+            tool=tool.name, reasons=[reason], result={"approval_id": approval_id},
+            policy_revision=decision.revision), call_id)
 
     async def _refuse_unmet(self, principal: PrincipalView, session: LiveSession, tool: Tool,
                             features: CallFeatures, call_id: str, decision: Decision, reasons: list[str]) -> None:

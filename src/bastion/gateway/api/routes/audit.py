@@ -99,7 +99,9 @@ def audit_filter(
     kind: str | None = None,
     call_id: str | None = None,
     decision: Literal["allow", "deny"] | None = None,
-    status: Annotated[Status | None, Query(description="decisions only: complete, incomplete or denied")] = None,
+    status: Annotated[Status | None, Query(
+        description="decisions only: complete, incomplete (the gateway died mid-call), denied, pending_approval, "
+                    "approved or expired")] = None,
     reason: Annotated[str | None, Query(description="text contained in a reason (case-insensitive)")] = None,
     policy_revision: str | None = None,
     since: datetime | None = None,
