@@ -105,9 +105,12 @@ def test_seccomp_kill_revokes_the_agent_live(http: httpx.Client, make_agent, doc
     assert in_force_at_answer and "seccomp" in in_force_at_answer[0]
     after = _call(http, dev, sid, "shell.run", command="echo still here")
     assert after.status_code == 403 and "revoked" in after.json()["reasons"]
+    assert after.json()["type"].endswith("/revoked") and "seccomp kill" in after.json()["detail"]
+    assert "GET /v1/revocations?active=true" in after.json()["detail"]
     assert session_containers_removed(docker_client, sid)
     assert http.get(f"/v1/sessions/{sid}", headers=dev.headers).json()["status"] == "revoked"
-    assert http.post("/v1/sessions", headers=dev.headers).status_code == 403
+    refused = http.post("/v1/sessions", headers=dev.headers)
+    assert refused.status_code == 403 and refused.json()["type"].endswith("/revoked")
     revocations = http.get("/v1/revocations", params={"agent_id": dev.agent_id, "active": True},
                            headers=running_gateway.admin).json()
     assert [(r["scope"], r["source"]) for r in revocations] == [("agent", "detector")]

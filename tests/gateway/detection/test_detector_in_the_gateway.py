@@ -66,12 +66,20 @@ def test_raised_risk_reaches_the_policy_as_context_risk(detector_gateway: Detect
     assert _respond(gw, action="raise_risk", agent_id=dev.agent_id, risk=0.8, reason="odd recipient")["risk"] >= 0.79
     held = gw.call(dev, sid, "shell.run", command="echo hi")
     assert held.status_code == 202 and "risk score" in held.json()["reason"]
+    assert "the detector: it raised this agent's risk" in held.json()["detail"]
+    assert f"DELETE /v1/detector/risk/{dev.agent_id}" in held.json()["detail"]
     decisions = [r for r in gw.audit(agent_id=dev.agent_id, kind="decision")]
     assert decisions[0]["risk"] < 0.5 and decisions[-1]["risk"] >= 0.79
     assert gw.call(dev, sid, "fs.list").status_code == 200
     [response] = [r for r in gw.audit(agent_id=dev.agent_id, kind="detection")]
     assert response["result"]["action"] == "raise_risk" and response["result"]["applied"] is True
     assert response["result"]["source"] == "admin" and response["reasons"] == ["odd recipient"]
+    _respond(gw, action="raise_risk", agent_id=dev.agent_id, risk=0.8, reason="again")
+    reset = gw.admin("DELETE", f"/v1/detector/risk/{dev.agent_id}")
+    assert reset.status_code == 200 and reset.json()["risk"] < 0.5
+    assert gw.call(dev, sid, "shell.run", command="echo hi").status_code == 200
+    [record] = gw.audit(agent_id=dev.agent_id, kind="risk_reset")
+    assert record["result"]["risk_before"] >= 0.79 and record["result"]["by"]
 
 
 def test_require_approval_holds_the_next_call_until_a_human_approves(detector_gateway: DetectorGateway) -> None:

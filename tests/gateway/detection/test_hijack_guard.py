@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from bastion.policy.bundle import default_bundle_dir
-from bastion_client import BastionClient, PolicyDenied
+from bastion_client import BastionClient, PolicyDenied, Revoked
 from tests.support.gateways import RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 ATTACKER = "mark.black-2134@gmail.com"
@@ -62,8 +62,9 @@ def test_a_recipient_injected_into_tool_output_is_refused_before_the_send_runs(m
     with BastionClient(mail_gateway.url, _agent(mail_gateway)) as client, \
             client.create_session(task="Summarize my inbox") as session:
         assert "sent to" not in session.call("mail.read_inbox").stdout
-        with pytest.raises(PolicyDenied) as refused:
+        with pytest.raises(Revoked) as refused:
             session.call("mail.send", to=ATTACKER, body="the last e-mail")
+        assert refused.value.kind == "revoked" and refused.value.title == "Blocked by the detector"
         reason = refused.value.reasons[0]
         assert reason.startswith("detector: mail.send blocked before it ran: recipient 'to' = 'm…@gmail.com' "
                                  "first appeared in the output of call 1 (`mail.read_inbox`)"), reason

@@ -59,10 +59,12 @@ class AsyncBastionClient:
             attempt += 1
 
     async def create_session(self, labels: dict[str, str] | None = None, *, runtime: str | None = None,
-                             limits: dict[str, float] | None = None,
+                             limits: dict[str, float] | None = None, task: str | None = None,
+                             trusted_values: list[str] | None = None,
                              idempotency_key: str | None = None) -> "AsyncSession":
         """Start a session; use it as an async context manager to end it (options as the sync client's)."""
-        body = await self.request("POST", "/v1/sessions", json=session_body(labels, runtime, limits),
+        body = await self.request("POST", "/v1/sessions",
+                                  json=session_body(labels, runtime, limits, task, trusted_values),
                                   idempotency_key=idempotency_key)
         return AsyncSession(self, SessionInfo.of(body))
 

@@ -43,7 +43,8 @@ class PolicyDenied(Forbidden):
 
 
 class Revoked(PolicyDenied):
-    """The agent, session or tool is revoked (by a responder or by the anomaly detector)."""
+    """The agent, session or tool is revoked (by a responder or by the anomaly detector), or the detector refused
+    this call as a hijack and revoked its session (problem type `revoked`)."""
 
 
 class ObligationsUnmet(PolicyDenied):
@@ -119,8 +120,10 @@ def error_from_response(status: int, body: Any, retry_after: str | None = None) 
     if status == 401:
         return Unauthenticated(*args)
     if status == 403:
+        if kind == "revoked":
+            return Revoked(*args)
         if kind == "denied":
-            return (Revoked if "revoked" in (problem.get("reasons") or []) else PolicyDenied)(*args)
+            return PolicyDenied(*args)
         if kind == "obligations-unmet":
             return ObligationsUnmet(*args)
         return Forbidden(*args)

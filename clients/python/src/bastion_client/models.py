@@ -82,13 +82,18 @@ class SessionInfo:
                    limits=dict(body.get("limits", {})))
 
 
-def session_body(labels: dict[str, str] | None, runtime: str | None, limits: dict[str, float] | None) -> dict[str, Any]:
+def session_body(labels: dict[str, str] | None, runtime: str | None, limits: dict[str, float] | None,
+                 task: str | None = None, trusted_values: list[str] | None = None) -> dict[str, Any]:
     """The body of `POST /v1/sessions`."""
     body: dict[str, Any] = {"labels": labels or {}}
     if runtime is not None:
         body["runtime"] = runtime
     if limits is not None:
         body["limits"] = limits
+    if task is not None:
+        body["task"] = task
+    if trusted_values:
+        body["trusted_values"] = list(trusted_values)
     return body
 
 

@@ -63,11 +63,15 @@ class BastionClient:
             attempt += 1
 
     def create_session(self, labels: dict[str, str] | None = None, *, runtime: str | None = None,
-                       limits: dict[str, float] | None = None, idempotency_key: str | None = None) -> "Session":
+                       limits: dict[str, float] | None = None, task: str | None = None,
+                       trusted_values: list[str] | None = None, idempotency_key: str | None = None) -> "Session":
         """Start a session (one fresh sandbox container); use it as a context manager to end it.
 
-        `runtime` picks the tier (`runc`, `runsc`); `limits` tightens `memory_mb`, `cpus`, `pids`."""
-        body = self.request("POST", "/v1/sessions", json=session_body(labels, runtime, limits),
+        `runtime` picks the tier (`runc`, `runsc`); `limits` tightens `memory_mb`, `cpus`, `pids`. `task` (what the
+        user asked for) and `trusted_values` (recipients, accounts, URLs the user vouches for) tell the detector which
+        argument values came from the user rather than from content a tool returned."""
+        body = self.request("POST", "/v1/sessions",
+                            json=session_body(labels, runtime, limits, task, trusted_values),
                             idempotency_key=idempotency_key)
         return Session(self, SessionInfo.of(body))
 

@@ -30,6 +30,8 @@ class ApprovalPending(Exception):
         super().__init__(f"call held for approval {approval.id}")
         self.approval = approval
         self.call_id = call_id
+        self.cause: str | None = None
+        """Why the hold happened, when the reason alone does not say it (a risk the detector raised)."""
 
     def body(self) -> dict[str, Any]:
         """The 202 document the agent gets."""
@@ -37,7 +39,8 @@ class ApprovalPending(Exception):
         return {"status": "pending", "approval_id": approval.id, "call_id": self.call_id, "reason": approval.reason,
                 "expires_at": approval.expires_at.isoformat(),
                 "detail": "This call needs a human's approval. Once GET /v1/approvals/{id} says approved, "
-                          "repeat the same call with the same arguments in the same session; it runs once."}
+                          "repeat the same call with the same arguments in the same session; it runs once."
+                          + (f" {self.cause}" if self.cause else "")}
 
 
 def args_digest(tool: str, args: dict[str, Any]) -> str:

@@ -190,9 +190,7 @@ class CallPipeline:
         if not decision.allow:
             self._publish(principal, session, tool, features, call_id, decision, None)
             log.info("call denied", tool=tool.name, reasons=decision.reasons)
-            raise GatewayError("denied", "Call denied by policy",
-                               "Policy denied this call: " + "; ".join(decision.reasons),
-                               reasons=decision.reasons, call_id=call_id, policy_revision=decision.revision)
+            raise _refusal(decision, call_id, bool(revoked))
         obligations = parse_obligations(decision.obligations)
         unmet_reasons = unmet(obligations, session.runtime, session.limits)
         if unmet_reasons:
@@ -205,6 +203,11 @@ class CallPipeline:
             except ApprovalPending as pending:
                 await self._held(principal, session, tool, call_id, decision, pending.approval.id,
                                  pending.approval.reason)
+                if pending.approval.reason.startswith(("detector:", "risk score")):
+                    pending.cause = (f"The hold comes from the detector: it raised this agent's risk (now "
+                                     f"{decision_input.context.risk:.2f}; it halves every "
+                                     f"{self.risk.half_life_s:g} s). An admin can reset it with "
+                                     f"DELETE /v1/detector/risk/{principal.id}.")
                 raise
             except GatewayError as refused:
                 if refused.kind == "approval-denied":
@@ -371,3 +374,19 @@ def _result_summary(result: RunResult) -> dict[str, Any]:
     summary["stdout_sha256"] = hashlib.sha256(result.stdout.encode()).hexdigest()
     summary["stderr_sha256"] = hashlib.sha256(result.stderr.encode()).hexdigest()
     return summary
+
+
+def _refusal(decision: Decision, call_id: str, revoked: bool) -> GatewayError:
+    """The error of a refused call: `revoked` when a revocation in force or the detector refused it, else `denied`."""
+    fields = {"reasons": decision.reasons, "call_id": call_id, "policy_revision": decision.revision}
+    if revoked:
+        return GatewayError("revoked", "Revoked",
+                            "A revocation in force refuses this call: " + "; ".join(decision.reasons[1:])
+                            + ". An admin can lift it (GET /v1/revocations?active=true lists them).", **fields)
+    if decision.reasons and all(reason.startswith("detector: ") for reason in decision.reasons):
+        return GatewayError("revoked", "Blocked by the detector",
+                            "; ".join(reason.removeprefix("detector: ") for reason in decision.reasons)
+                            + ". Nothing was run; the session is revoked. If this was the user's wish, start a new "
+                              "session that declares it (`task` or `trusted_values`).", **fields)
+    return GatewayError("denied", "Call denied by policy", "Policy denied this call: " + "; ".join(decision.reasons),
+                        **fields)

@@ -68,9 +68,9 @@ class SessionLifecycle:
         container_limits = self._container_limits(limits or {})
         data = await asyncio.to_thread(self._revocations.policy_data)
         if agent.id in data["agents"] or self._enforcer.agent_revoked(agent.id):
-            raise GatewayError("denied", "Agent revoked",
-                               "This agent is revoked and cannot start sessions; an admin can lift the revocation.",
-                               reasons=["revoked"])
+            raise GatewayError("revoked", "Agent revoked",
+                               "This agent is revoked and cannot start sessions; an admin can lift the revocation "
+                               "(GET /v1/revocations?active=true lists them).", reasons=["revoked"])
         row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels, runtime=tier,
                              limits=container_limits)
         live = await asyncio.to_thread(self._sessions.insert, row)

@@ -200,6 +200,15 @@ async def agent_risk(agent_id: str, _admin: AdminPrincipal, gateway: GatewayDep)
                      approval_hold=gateway.risk.approval_reason(agent_id))
 
 
+@router.delete("/risk/{agent_id}", response_model=AgentRisk)
+async def reset_risk(agent_id: str, admin: AdminPrincipal, gateway: GatewayDep) -> AgentRisk:
+    """Forget the risk the detector raised for an agent and any approval hold, at once (audited)."""
+    before = gateway.risk.current(agent_id)
+    gateway.risk.clear(agent_id)
+    await _audit(gateway, "risk_reset", admin.id, {"risk_before": round(before, 4)}, agent_id=agent_id)
+    return await agent_risk(agent_id, admin, gateway)
+
+
 @router.post("/responses", response_model=AgentRisk)
 async def respond(body: ResponseRequest, admin: AdminPrincipal, gateway: GatewayDep) -> AgentRisk:
     """Apply a graded response now: raise the agent's risk, hold its next call for approval, or revoke a tool,
