@@ -17,6 +17,7 @@ from bastion.gateway.cli.app import app
 from bastion.gateway.db.engine import make_engine, migrate
 from bastion.gateway.db.tables import utcnow
 from bastion.gateway.settings import Settings
+from tests.support.gateways import ADMIN_KEY, RunningGateway
 
 
 @dataclass
@@ -103,6 +104,63 @@ def test_bad_input_and_a_missing_schema_get_clear_errors(audit_db: AuditDatabase
     assert audit_db.run("query", "--decision", "maybe").exit_code == 2
     assert audit_db.run("query", "--since", "last tuesday").exit_code == 2
     assert audit_db.run("export", "--format", "xml").exit_code == 2
+    empty_db = tmp_path / "empty.db"
+    make_engine(f"sqlite:///{empty_db}").connect().close()
     empty = CliRunner().invoke(app, ["audit", "verify"], env={
-        "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}", "BASTION_DATA_DIR": str(tmp_path)})
+        "BASTION_DATABASE_URL": f"sqlite:///{empty_db}", "BASTION_DATA_DIR": str(tmp_path)})
     assert empty.exit_code == 2 and "bastion migrate" in empty.output
+    elsewhere = tmp_path / "elsewhere"
+    nowhere = CliRunner().invoke(app, ["audit", "query"], env={"BASTION_DATA_DIR": str(elsewhere)})
+    assert nowhere.exit_code == 2 and "--url" in nowhere.output
+    assert not elsewhere.exists(), "no empty database and no new signing key are made"
+
+
+def test_an_export_verifies_away_from_the_gateway_with_its_checkpoints_and_public_key(
+        audit_db: AuditDatabase, tmp_path: Path) -> None:
+    assert audit_db.run("checkpoint").exit_code == 0
+    records, marks = tmp_path / "records.jsonl", tmp_path / "checkpoints.jsonl"
+    assert audit_db.run("export", "--format", "jsonl", "--output", str(records)).exit_code == 0
+    assert audit_db.run("checkpoints", "--output", str(marks)).exit_code == 0
+    key = audit_db.run("public-key").stdout.strip()
+    offline = {key: value for key, value in audit_db.env.items() if key != "BASTION_DATABASE_URL"}
+    offline["BASTION_DATA_DIR"] = str(tmp_path / "auditor")
+
+    def verify(path: Path, public_key: str = key) -> Result:
+        return CliRunner().invoke(app, ["audit", "verify", "--export", str(path), "--checkpoints", str(marks),
+                                        "--public-key", public_key], env=offline)
+
+    intact = verify(records)
+    assert intact.exit_code == 0 and "4 records, 1 signed checkpoints" in " ".join(intact.output.split())
+    lines = records.read_text().splitlines()
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join([lines[0], lines[1].replace("exit_code\":0", "exit_code\":1"), *lines[2:]]))
+    assert "(modified) at seq 2" in verify(tampered).output
+    truncated = tmp_path / "truncated.jsonl"
+    truncated.write_text("\n".join(lines[:3]))
+    assert "(truncated)" in verify(truncated).output
+    other = "A" * 43 + "="
+    assert "(bad_checkpoint)" in verify(records, other).output
+    assert not (tmp_path / "auditor").exists()
+
+
+def test_the_audit_commands_talk_to_a_gateway_over_its_api(running_gateway: RunningGateway, tmp_path: Path) -> None:
+    env = {"BASTION_URL": running_gateway.url, "BASTION_ADMIN_KEY": ADMIN_KEY,
+           "BASTION_DATA_DIR": str(tmp_path / "auditor")}
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(app, ["audit", *args], env=env)
+
+    listed = run("query", "--kind", "session_created", "--limit", "2", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert all(json.loads(line)["kind"] == "session_created" for line in listed.stdout.splitlines())
+    assert run("verify").exit_code == 0
+    marks, records = tmp_path / "checkpoints.jsonl", tmp_path / "records.jsonl"
+    assert run("checkpoints", "-o", str(marks)).exit_code == 0
+    assert run("export", "--format", "jsonl", "-o", str(records)).exit_code == 0
+    key = run("public-key").stdout.strip()
+    offline = CliRunner().invoke(app, ["audit", "verify", "--export", str(records), "--checkpoints", str(marks),
+                                       "--public-key", key], env={"BASTION_DATA_DIR": str(tmp_path / "away")})
+    assert offline.exit_code == 0, offline.output
+    wrong = CliRunner().invoke(app, ["audit", "query"], env={**env, "BASTION_ADMIN_KEY": "wrong"})
+    assert wrong.exit_code == 1 and "Unknown API key" in wrong.output
+    assert not (tmp_path / "auditor").exists() and not (tmp_path / "away").exists()

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from bastion.gateway.audit.chain import ChainTail, timestamp_text
 from bastion.gateway.audit.store import CHECKPOINTS, chain_length
@@ -63,6 +63,11 @@ class CheckpointSigner:
         """The base64 signature over the checkpoint's signed fields."""
         return base64.b64encode(self._private.sign(signed_bytes(checkpoint))).decode()
 
+    @property
+    def public_key(self) -> str:
+        """The base64 raw Ed25519 public key: what an auditor needs to verify checkpoints away from the host."""
+        return base64.b64encode(self._public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
     def verifies(self, checkpoint: AuditCheckpoint) -> bool:
         """True when the checkpoint was signed by this key and not changed since."""
         if checkpoint.key_id != self.key_id:
@@ -79,6 +84,20 @@ def signer_for(settings: Settings) -> CheckpointSigner:
     if settings.audit_signing_key is not None:
         return CheckpointSigner.from_base64(settings.audit_signing_key.get_secret_value())
     return CheckpointSigner.from_file(settings.data_dir / KEY_FILE)
+
+
+def checkpoint_document(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+    """A checkpoint as exported: its signed fields and signature."""
+    return {"seq": checkpoint.seq, "hash": checkpoint.hash, "count": checkpoint.count, "reason": checkpoint.reason,
+            "created_at": timestamp_text(checkpoint.created_at), "key_id": checkpoint.key_id,
+            "signature": checkpoint.signature}
+
+
+def list_checkpoints(engine: Engine) -> list[AuditCheckpoint]:
+    """Every checkpoint, in chain order."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.seq, CHECKPOINTS.c.id)).all()
+    return [AuditCheckpoint(**row._mapping) for row in rows]
 
 
 def signed_bytes(checkpoint: Any) -> bytes:

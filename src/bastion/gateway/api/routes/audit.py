@@ -9,8 +9,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, field_validator
 
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep, records_settled
+from bastion.gateway.api.openapi import problems
 from bastion.gateway.api.problems import Problem
 from bastion.gateway.audit import MEDIA_TYPES, ExportFormat, export_chunks, record_document
+from bastion.gateway.audit.checkpoints import checkpoint_document, list_checkpoints
 from bastion.gateway.audit.query import (
     AuditFilter,
     BadCursor,
@@ -169,3 +171,40 @@ async def verify_audit(_admin: AdminPrincipal, gateway: GatewayDep) -> ChainVeri
                              kind=report.kind, problem=report.problem, checkpoints=report.checkpoints,
                              last_checkpoint_seq=report.last_checkpoint_seq,
                              pruned_through_seq=report.pruned_through_seq)
+
+
+class CheckpointPublic(BaseModel):
+    """A signed checkpoint: the chain held `count` records ending at (`seq`, `hash`) at `created_at`."""
+
+    seq: int
+    hash: str
+    count: int
+    reason: str
+    created_at: str
+    key_id: str
+    signature: str
+
+
+class PublicKey(BaseModel):
+    """The key that verifies the checkpoints' signatures: base64 of a raw Ed25519 public key, and its id."""
+
+    public_key: str
+    key_id: str
+
+
+@router.get("/checkpoints", response_model=list[CheckpointPublic])
+async def audit_checkpoints(_admin: AdminPrincipal, gateway: GatewayDep) -> list[CheckpointPublic]:
+    """Every signed checkpoint in chain order: with an export and the public key, an auditor verifies the log
+    away from this host (`bastion audit verify --export`)."""
+    rows = await asyncio.to_thread(list_checkpoints, gateway.database)
+    return [CheckpointPublic(**checkpoint_document(row)) for row in rows]
+
+
+@router.get("/public-key", response_model=PublicKey, responses=problems(503))
+async def audit_public_key(_admin: AdminPrincipal, gateway: GatewayDep) -> PublicKey:
+    """The public half of the audit signing key."""
+    signer = gateway.audit.signer
+    if signer is None:
+        raise Problem(503, "no-signing-key", "No signing key",
+                      "This gateway signs no checkpoints; set BASTION_AUDIT_SIGNING_KEY.")
+    return PublicKey(public_key=signer.public_key, key_id=signer.key_id)
