@@ -2,20 +2,18 @@
 
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from bastion.gateway.cli.admin_api import DEFAULT_URL, AdminKey, Url, admin_request
 
 agents_app = typer.Typer(help="Agents and their keys (talks to a running gateway's admin API).", no_args_is_help=True)
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True)
 
-Url = Annotated[str, typer.Option(envvar="BASTION_URL", help="Gateway base URL")]
-AdminKey = Annotated[str, typer.Option(envvar="BASTION_ADMIN_KEY", help="Admin key of that gateway")]
 Roles = Annotated[list[str] | None, typer.Option("--role", help="A role policies will see (repeatable)")]
 Labels = Annotated[list[str] | None, typer.Option("--label", help="key=value label (repeatable)")]
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def _labels(items: list[str] | None) -> dict[str, str] | None:
@@ -32,20 +30,7 @@ def _labels(items: list[str] | None) -> dict[str, str] | None:
 
 
 def _request(url: str, admin_key: str, method: str, path: str, **kwargs: Any) -> Any:
-    if not admin_key:
-        err.print("[red]An admin key is needed[/red]: pass --admin-key or set BASTION_ADMIN_KEY.")
-        raise typer.Exit(2)
-    try:
-        response = httpx.request(method, url.rstrip("/") + path, headers={"Authorization": f"Bearer {admin_key}"},
-                                 timeout=30, **kwargs)
-    except httpx.TransportError as exc:
-        err.print(f"[red]cannot reach {url}[/red]: {exc}")
-        raise typer.Exit(1) from exc
-    if response.is_error:
-        problem = response.json() if response.headers.get("content-type", "").endswith("json") else {}
-        err.print(f"[red]{problem.get('title', response.status_code)}[/red]: {problem.get('detail', response.text)}")
-        raise typer.Exit(1)
-    return response.json()
+    return admin_request(url, admin_key, method, path, **kwargs).json()
 
 
 def _show(agent: dict[str, Any]) -> None:

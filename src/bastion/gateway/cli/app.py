@@ -3,6 +3,7 @@
 import typer
 
 from bastion.gateway.cli.agents import agents_app
+from bastion.gateway.cli.approvals import approvals_app
 from bastion.gateway.cli.audit import audit_app
 from bastion.gateway.cli.demo import demo
 from bastion.gateway.cli.detector import detector_app
@@ -13,6 +14,7 @@ from bastion.gateway.logging import configure_logging
 app = typer.Typer(help="bastion: authorize, contain, audit and watch AI-agent tool calls.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(agents_app, name="agents")
+app.add_typer(approvals_app, name="approvals")
 app.add_typer(detector_app, name="detector")
 app.add_typer(policy_app, name="policy")
 for command in (serve, setup, migrate, demo):

@@ -98,24 +98,10 @@ def _audit_log() -> Iterator["AuditLog"]:
 
 
 def _api(url: str, admin_key: str, path: str, params: dict[str, object] | None = None) -> "httpx.Response":
-    """One admin API answer, or a clear message and exit code 1."""
-    import httpx
+    """One admin API answer (parameters left out when None)."""
+    from bastion.gateway.cli.admin_api import admin_request
 
-    if not admin_key:
-        console.print("[red]An admin key is needed[/red] with --url: pass --admin-key or set BASTION_ADMIN_KEY.")
-        raise typer.Exit(2)
-    try:
-        response = httpx.get(url.rstrip("/") + path, params={k: v for k, v in (params or {}).items() if v is not None},
-                             headers={"Authorization": f"Bearer {admin_key}"}, timeout=60)
-    except httpx.TransportError as exc:
-        console.print(f"[red]cannot reach {url}[/red]: {exc}")
-        raise typer.Exit(1) from exc
-    if response.is_error:
-        problem = response.json() if "json" in response.headers.get("content-type", "") else {}
-        title, detail = problem.get("title", response.status_code), problem.get("detail", response.text)
-        console.print(f"[red]{title}[/red]: {detail}")
-        raise typer.Exit(1)
-    return response
+    return admin_request(url, admin_key, "GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
 
 
 def _params(wanted: "AuditFilter") -> dict[str, object]:
