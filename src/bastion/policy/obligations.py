@@ -41,6 +41,12 @@ class ApprovalRequirement(_Strict):
     ttl_s: int = Field(default=900, gt=0, le=86400)
 
 
+class CaptureOutput(_Strict):
+    """Keep the call's output in its audit result record, at most `max_bytes` of each stream, redacted."""
+
+    max_bytes: int = Field(default=4096, gt=0, le=65536)
+
+
 class Obligations(_Strict):
     """Everything a decision may oblige the gateway to do for an allowed call."""
 
@@ -50,6 +56,7 @@ class Obligations(_Strict):
     egress: Egress | None = None
     redact: list[str] = Field(default_factory=list)
     require_approval: ApprovalRequirement | None = None
+    capture_output: CaptureOutput | None = None
 
 
 KNOWN = sorted(Obligations.model_fields)

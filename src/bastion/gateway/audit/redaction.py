@@ -13,9 +13,10 @@ class AuditRedactor(Redactor):
     """Also masks the field paths a decision's `redact` obligation names (like `args.stdin`), and scrubs
     their clear values out of the decision's reasons, so a policy echoing an argument leaks nothing."""
 
-    def redact_decision(self, document: dict[str, Any], decision: dict[str, Any]) -> tuple[dict[str, Any],
-                                                                                          dict[str, Any]]:
-        """The input document and the decision document, as the audit log may store them."""
+    def redact_decision(self, document: dict[str, Any], decision: dict[str, Any]
+                        ) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
+        """The input document and the decision document as the audit log may store them, and the clear values
+        masked (to scrub out of anything else recorded about the call, like its captured output)."""
         paths = obligation_paths(decision.get("obligations", {}).get(OBLIGATION))
         masked: set[str] = set()
         redacted = self.redact(document, masked)
@@ -26,7 +27,7 @@ class AuditRedactor(Redactor):
                 if isinstance(value, str) and len(value) >= MIN_SCRUB_LENGTH:
                     secrets.add(value)
                 container[key] = self._mask(value)
-        return redacted, self.scrub(decision, secrets)
+        return redacted, self.scrub(decision, secrets), secrets
 
     def scrub(self, value: Any, secrets: set[str]) -> Any:
         """A copy of `value` with each secret string replaced by its mask wherever it occurs inside a string."""

@@ -173,7 +173,7 @@ class CallPipeline:
             decision = await self._guarded(self.risk.amend(principal.id, decided), features, call_id, principal,
                                            session, tool)
         decide_ns = time.perf_counter_ns() - decide_started
-        redacted_input, redacted_decision = self.redactor.redact_decision(
+        redacted_input, redacted_decision, secrets = self.redactor.redact_decision(
             decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
         await self._append(AuditEntry(
             kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
@@ -245,6 +245,10 @@ class CallPipeline:
         summary = {**_result_summary(result), **self.feed.ran(principal.id, principal.roles, session.id,
                                                               session.call_count, tool.name, features, result.stdout,
                                                               result.data)}
+        if obligations.capture_output is not None:
+            summary["output"] = _captured(self.redactor.scrub(result.stdout, secrets),
+                                          self.redactor.scrub(result.stderr, secrets),
+                                          obligations.capture_output.max_bytes, result.truncated)
         await self._append(AuditEntry(
             kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
             tool=tool.name, allow=True, result=self.redactor.redact(summary),
@@ -390,3 +394,11 @@ def _refusal(decision: Decision, call_id: str, revoked: bool) -> GatewayError:
                               "session that declares it (`task` or `trusted_values`).", **fields)
     return GatewayError("denied", "Call denied by policy", "Policy denied this call: " + "; ".join(decision.reasons),
                         **fields)
+
+
+def _captured(stdout: str, stderr: str, max_bytes: int, truncated: bool) -> dict[str, Any]:
+    """The call's (already scrubbed) output as the `capture_output` obligation keeps it: each stream cut to
+    `max_bytes`."""
+    out, err = stdout.encode(), stderr.encode()
+    return {"stdout": out[:max_bytes].decode(errors="ignore"), "stderr": err[:max_bytes].decode(errors="ignore"),
+            "truncated": len(out) > max_bytes or len(err) > max_bytes or truncated}
