@@ -1,6 +1,7 @@
 """The tool catalogue: built-in tools plus the custom tools admins register (versioned)."""
 
 import asyncio
+import hashlib
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -8,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field, field_validator
 
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import AdminPrincipal, CurrentPrincipal, GatewayDep
 from bastion.gateway.api.openapi import problems
 from bastion.gateway.api.problems import Problem
@@ -176,7 +178,14 @@ async def register_tool(body: ToolCreate, admin: AdminPrincipal, gateway: Gatewa
     except ToolDefinitionError as exc:
         raise Problem(422, "invalid-tool-definition", "Invalid tool definition",
                       f"The tool cannot be registered: {exc}.", tool=body.name) from exc
-    return ToolPublic(**tool.public())
+    public = ToolPublic(**tool.public())
+    await record_admin_act(gateway, "tool_registered", admin.id,
+                           {"version": public.version, "risk": public.risk, "effects": public.effects,
+                            "egress": body.egress, "command": body.command,
+                            "files": {path: hashlib.sha256(text.encode()).hexdigest()
+                                      for path, text in sorted(body.files.items())},
+                            "image": body.image}, tool=body.name)
+    return public
 
 
 @router.get("/{name}", response_model=ToolPublic)
@@ -198,10 +207,11 @@ async def tool_versions(name: ToolName, _admin: AdminPrincipal, gateway: Gateway
 
 
 @router.delete("/{name}", status_code=204)
-async def retire_tool(name: ToolName, _admin: AdminPrincipal, gateway: GatewayDep) -> Response:
+async def retire_tool(name: ToolName, admin: AdminPrincipal, gateway: GatewayDep) -> Response:
     """Stop offering a custom tool; its versions stay stored, and registering the name again revives it."""
     if not await asyncio.to_thread(gateway.catalog.retire, name):
         raise _unknown(name)
+    await record_admin_act(gateway, "tool_retired", admin.id, {}, tool=name)
     return Response(status_code=204)
 
 
