@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 from bastion.policy.bundle import default_bundle_dir, load_default_bundle
+from bastion.policy.bundle_files import read_bundle_source
 from bastion.policy.diff import bundle_diff
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError
 from bastion.policy.explain import explain
 from bastion.policy.rego_source import top_level_rules, with_input_terms
 from bastion.policy.testing import run_policy_tests
-from bastion.policy.validation import read_directory, read_upload, validate
+from bastion.policy.validation import read_upload, validate
 from tests.support.policies import call
 
 REPRO_P = "package p\n\nimport rego.v1\n\nd if input.u == 1\n\nallow if d\n"
@@ -56,7 +57,7 @@ def test_the_issue_repro_runs_input_lifted_and_a_crashing_test_fails_alone() -> 
 
 
 def test_the_default_library_ships_passing_tests() -> None:
-    upload = read_upload(*read_directory(default_bundle_dir()))
+    upload = read_upload(*read_bundle_source(default_bundle_dir()))
     assert "library_test.rego" in upload.tests
     results = run_policy_tests(upload.bundle.modules, upload.tests, upload.bundle.data)
     assert len(results) >= 8
@@ -70,14 +71,14 @@ def test_a_test_module_that_does_not_compile_is_a_located_error() -> None:
 
 
 def test_validation_accepts_the_default_bundle_and_reports_its_tests() -> None:
-    report = validate(read_upload(*read_directory(default_bundle_dir())))
+    report = validate(read_upload(*read_bundle_source(default_bundle_dir())))
     assert report.ok, report.to_json()
     assert report.revision == load_default_bundle().revision
     assert report.to_json()["tests"]["passed"] == len(report.tests) >= 8
 
 
 def test_validation_locates_syntax_errors_by_file_line_and_column() -> None:
-    files, data = read_directory(default_bundle_dir())
+    files, data = read_bundle_source(default_bundle_dir())
     files["extra.rego"] = "package bastion.authz\n\nimport rego.v1\n\ndeny contains msg if {\n"
     report = validate(read_upload(files, data))
     assert not report.ok and report.tests == []
@@ -85,7 +86,7 @@ def test_validation_locates_syntax_errors_by_file_line_and_column() -> None:
 
 
 def test_validation_reports_failing_tests_with_their_location() -> None:
-    files, data = read_directory(default_bundle_dir())
+    files, data = read_bundle_source(default_bundle_dir())
     files["strict_test.rego"] = ("package bastion.strict_test\n\nimport rego.v1\n\n"
                                  "test_everything_denied if not data.bastion.authz.decision.allow with input as "
                                  + json.dumps(call("fs.list", {}).model_dump(mode="json")) + "\n")
@@ -96,7 +97,7 @@ def test_validation_reports_failing_tests_with_their_location() -> None:
 
 
 def test_validation_checks_the_config_schema_and_reserved_data() -> None:
-    files, data = read_directory(default_bundle_dir())
+    files, data = read_bundle_source(default_bundle_dir())
     assert data is not None
     data["bastion"]["config"]["roles"]["reader"]["max_timeout_s"] = "thirty"
     data["bastion"]["revocations"] = {}
@@ -117,9 +118,9 @@ def test_validation_refuses_a_policy_that_cannot_decide_the_sample_call() -> Non
     ({}, "no files"),
     ({"../escape.rego": "package x"}, "not a relative file name"),
     ({"/abs.rego": "package x"}, "not a relative file name"),
-    ({"notes.txt": "hi", "a.rego": "package x"}, "only .rego files and data.json"),
+    ({"notes.txt": "hi", "a.rego": "package x"}, "only .rego files and data files"),
     ({"a_test.rego": "package x"}, "no policy modules"),
-    ({"a.rego": "package x", "data.json": "[1]"}, "must hold a JSON object"),
+    ({"a.rego": "package x", "data.json": "[1]"}, "must hold an object, not list"),
     ({"a.rego": "package x", "data.json": "{nope"}, r"data.json:1:2: not valid JSON"),
 ])
 def test_uploads_with_bad_files_say_what_is_wrong(files: dict[str, str], message: str) -> None:

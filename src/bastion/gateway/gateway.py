@@ -38,8 +38,10 @@ from bastion.gateway.sessions.store import SessionStore
 from bastion.gateway.settings import Settings
 from bastion.gateway.state_files import NOVELTY_FILE, detector_checkpoint, redaction_key
 from bastion.gateway.tools.catalog import ToolCatalog
-from bastion.policy.bundle import PolicyBundle, default_bundle_dir
+from bastion.policy.bundle import default_bundle_dir
+from bastion.policy.bundle_files import read_bundle_source
 from bastion.policy.engine import PolicyEngine
+from bastion.policy.validation import read_upload
 from bastion.sandbox.docker_runtime import DockerRuntime
 from bastion.sandbox.types import SandboxLimits
 
@@ -113,15 +115,16 @@ class Gateway:
             admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
             generated_admin_key = await asyncio.to_thread(principals.ensure_admin, admin_key)
 
-            default_policy = PolicyBundle.load(settings.policy_dir or default_bundle_dir())
+            default_upload = read_upload(*read_bundle_source(settings.policy_dir or default_bundle_dir()))
+            default_policy = default_upload.bundle
             policy = policy_engine(settings, default_policy)
             started.push_async_callback(asyncio.to_thread, policy.close)
             policy_store = PolicyStore(database)
-            policy_control = PolicyControl(policy_store, audit, policy, default_policy, settings.policy_poll_interval_s,
-                                           settings.policy_budget_ms / 1000)
+            revocations = RevocationStore(database)
+            policy_control = PolicyControl(policy_store, revocations, audit, policy, default_upload,
+                                           settings.policy_poll_interval_s, settings.policy_budget_ms / 1000)
 
             sessions = SessionStore(database)
-            revocations = RevocationStore(database)
             limits = SandboxLimits(
                 memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus, pids=settings.sandbox_pids,
                 workspace_mb=settings.sandbox_workspace_mb, timeout_s=settings.call_timeout_s,

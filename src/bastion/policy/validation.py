@@ -4,17 +4,17 @@ Everything that runs Rego here runs in a throwaway evaluator process, so a bundl
 fails validation instead of taking down its caller.
 """
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from bastion.policy.backends.supervised import check_bundle
 from bastion.policy.bundle import DATA_FILE, TEST_SUFFIX, PolicyBundle
+from bastion.policy.bundle_files import DATA_FILES, is_data_file, merge_data_files
 from bastion.policy.config_schema import CONFIG_SCHEMA
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError
 from bastion.policy.input_paths import input_references
@@ -87,37 +87,24 @@ def read_upload(files: Mapping[str, str], data: Mapping[str, Any] | None) -> Upl
         raise PolicyBundleError("the upload has no files; send at least one .rego module")
     if len(files) > _MAX_FILES:
         raise PolicyBundleError(f"the upload has {len(files)} files; at most {_MAX_FILES} are accepted")
-    modules, tests = {}, {}
-    document = dict(data) if data is not None else None
+    modules, tests, data_files = {}, {}, {}
     for name, text in files.items():
         _check_name(name)
         if len(text) > _MAX_FILE_CHARS:
             raise PolicyBundleError(f"{name} is larger than {_MAX_FILE_CHARS} characters")
-        if name == DATA_FILE or name.endswith("/" + DATA_FILE):
-            if document is not None:
-                raise PolicyBundleError(f"data given twice: as {name} and as the data field")
-            document = _parse_data(name, text)
+        if is_data_file(name):
+            data_files[name] = text
         elif name.endswith(TEST_SUFFIX):
             tests[name] = text
         elif name.endswith(".rego"):
             modules[name] = text
         else:
-            raise PolicyBundleError(f"{name}: only .rego files and {DATA_FILE} belong in a policy bundle")
+            raise PolicyBundleError(f"{name}: only .rego files and data files ({', '.join(DATA_FILES)}) belong "
+                                    "in a policy bundle")
+    document = merge_data_files(data_files, data) if data_files else dict(data or {})
     if not modules:
         raise PolicyBundleError("the upload has no policy modules (only tests or data)")
-    return UploadedBundle(bundle=PolicyBundle(modules=modules, data=document or {}), tests=tests)
-
-
-def read_directory(directory: Path | str) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """The `.rego` files (tests included) and the data document of a bundle directory."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise PolicyBundleError(f"policy bundle directory {root} does not exist")
-    files = {path.relative_to(root).as_posix(): path.read_text(encoding="utf-8")
-             for path in sorted(root.rglob("*.rego"))}
-    data_path = root / DATA_FILE
-    data = _parse_data(DATA_FILE, data_path.read_text(encoding="utf-8")) if data_path.exists() else None
-    return files, data
+    return UploadedBundle(bundle=PolicyBundle(modules=modules, data=document), tests=tests)
 
 
 def validate(upload: UploadedBundle, revocations: Mapping[str, Any] | None = None,
@@ -175,13 +162,3 @@ def _check_name(name: str) -> None:
     path = PurePosixPath(name)
     if not name or path.is_absolute() or ".." in path.parts or "\\" in name or "\0" in name:
         raise PolicyBundleError(f"{name!r} is not a relative file name inside the bundle")
-
-
-def _parse_data(name: str, text: str) -> dict[str, Any]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolicyBundleError(f"{name}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
-    if not isinstance(document, dict):
-        raise PolicyBundleError(f"{name} must hold a JSON object, not {type(document).__name__}")
-    return document

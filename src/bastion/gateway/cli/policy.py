@@ -53,13 +53,15 @@ def _print_report(report: dict[str, Any], tests: list[dict[str, Any]]) -> None:
 
 
 @policy_app.command("test")
-def test(directory: Annotated[Path, typer.Argument(help="Bundle directory: .rego, *_test.rego, data.json")]) -> None:
+def test(directory: Annotated[Path, typer.Argument(help="Bundle directory or .tar.gz: .rego, *_test.rego, data "
+                                                       "files")]) -> None:
     """Compile, schema-check and run the bundle's tests locally, each in a contained evaluator (like opa test)."""
+    from bastion.policy.bundle_files import read_bundle_source
     from bastion.policy.errors import PolicyBundleError
-    from bastion.policy.validation import read_directory, read_upload, validate
+    from bastion.policy.validation import read_upload, validate
 
     try:
-        upload = read_upload(*read_directory(directory))
+        upload = read_upload(*read_bundle_source(directory))
     except PolicyBundleError as exc:
         errors.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -76,14 +78,19 @@ def test(directory: Annotated[Path, typer.Argument(help="Bundle directory: .rego
 
 
 @policy_app.command("push")
-def push(directory: Annotated[Path, typer.Argument(help="Bundle directory")],
+def push(directory: Annotated[Path, typer.Argument(help="Bundle directory or .tar.gz")],
          message: Annotated[str, typer.Option("--message", "-m", help="What this version changes")],
          author: Annotated[str, typer.Option(help="Who wrote it")] = "bastion-cli",
          url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
     """Upload a bundle as a new version (validated and tested on the gateway; not activated)."""
-    from bastion.policy.validation import read_directory
+    from bastion.policy.bundle_files import read_bundle_source
+    from bastion.policy.errors import PolicyBundleError
 
-    files, data = read_directory(directory)
+    try:
+        files, data = read_bundle_source(directory)
+    except PolicyBundleError as exc:
+        errors.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
     version = _request("POST", url, admin_key, "/v1/policies",
                        {"files": files, "data": data, "author": author, "message": message})
     console.print(f"[green]stored version {version['version']}[/green] revision {version['revision']}, "
@@ -108,7 +115,7 @@ def list_versions(url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
 
 @policy_app.command("diff")
 def diff(a: int, b: int, url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
-    """Unified diff of two stored versions."""
+    """Unified diff of two stored versions (0: the bundled default)."""
     answer = _request("GET", url, admin_key, "/v1/policies/diff", params={"a": a, "b": b})
     if not answer["files"]:
         console.print("no differences")
@@ -155,17 +162,26 @@ def shadow(version: Annotated[int | None, typer.Argument(help="Version to shadow
 
 
 @policy_app.command("replay")
-def replay(version: int, limit: Annotated[int, typer.Option(help="How many recent decisions")] = 1000,
+def replay(version: Annotated[int, typer.Argument(help="Candidate version (0: the bundled default)")],
+           limit: Annotated[int, typer.Option(help="How many recent decisions")] = 1000,
            url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
-    """Impact analysis: how a version would have decided the last N audited calls."""
+    """Impact analysis: how a version would have decided the last N audited calls, its rules' changes apart from
+    those of revocations made or lifted since."""
     report = _request("POST", url, admin_key, f"/v1/policies/{version}/replay", {"limit": limit})
-    console.print(f"replayed {report['replayed']}: {report['allow_to_deny']} allow→deny, "
+    console.print(f"replayed {report['replayed']}, by the candidate's rules: {report['allow_to_deny']} allow→deny, "
                   f"{report['deny_to_allow']} deny→allow, {report['reasons_changed']} with other reasons, "
                   f"{report['errors']} errors")
     for kind, examples in report["examples"].items():
         for example in examples:
             console.print(f"  {kind} {example['call_id']} {example['tool']}: {example['recorded_reasons']} → "
                           f"{example['candidate_reasons']}")
+    since = report["revocations"]
+    console.print(f"by revocations made or lifted since: {since['allow_to_deny']} allow→deny, "
+                  f"{since['deny_to_allow']} deny→allow, {since['reasons_changed']} with other reasons")
+    for kind, examples in since["examples"].items():
+        for example in examples:
+            console.print(f"  {kind} {example['call_id']} {example['tool']}: {example['then_reasons']} → "
+                          f"{example['now_reasons']}")
 
 
 @policy_app.command("eval")
