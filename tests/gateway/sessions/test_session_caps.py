@@ -10,11 +10,14 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+from sqlalchemy import Engine
 
+from bastion.gateway.agents.principals import PrincipalStore
+from bastion.gateway.db.tables import SandboxSession
+from bastion.gateway.sessions.caps import Holdings
+from bastion.gateway.sessions.store import SessionStore
 from bastion.policy.bundle import default_bundle_dir
 from tests.support.gateways import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
-
-pytestmark = pytest.mark.docker
 
 
 def _bundle_with_caps(caps: dict) -> Path:
@@ -26,6 +29,20 @@ def _bundle_with_caps(caps: dict) -> Path:
     data["bastion"]["config"]["session_caps"] = caps
     data_path.write_text(json.dumps(data))
     return policy_dir
+
+
+def test_live_sessions_are_counted_per_agent_and_tenant_in_the_database(engine: Engine) -> None:
+    principals, store = PrincipalStore(engine), SessionStore(engine)
+    agent, _ = principals.create_agent("a", ["developer"], {}, "acme")
+    colleague, _ = principals.create_agent("b", ["developer"], {}, "acme")
+    stranger, _ = principals.create_agent("c", ["developer"], {}, "globex")
+    rows = [(agent.id, "active", 256), (agent.id, "starting", 128), (agent.id, "ended", 256),
+            (colleague.id, "active", 64), (colleague.id, "revoked", 64), (stranger.id, "active", 512)]
+    for number, (owner, status, memory_mb) in enumerate(rows):
+        store.insert(SandboxSession(id=f"ses_{number}", agent_id=owner, status=status,
+                                    limits={"memory_mb": memory_mb, "cpus": 1.0, "pids": 128}))
+    held, of_tenant, live = store.holdings(agent.id, "acme")
+    assert (held, of_tenant, sorted(live)) == (Holdings(2, 384), Holdings(3, 448), ["ses_0", "ses_1"])
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +74,7 @@ def _sid(response: httpx.Response) -> str:
     return response.json()["session_id"]
 
 
+@pytest.mark.docker
 def test_an_agent_past_its_session_cap_gets_a_429_naming_the_cap_and_its_sessions(
     capped: tuple[RunningGateway, httpx.Client]
 ) -> None:
@@ -76,6 +94,7 @@ def test_an_agent_past_its_session_cap_gets_a_429_naming_the_cap_and_its_session
     assert _start(http, agent).status_code == 201
 
 
+@pytest.mark.docker
 def test_an_agent_past_its_memory_cap_gets_a_429_and_a_smaller_session_still_fits(
     capped: tuple[RunningGateway, httpx.Client]
 ) -> None:
@@ -91,6 +110,7 @@ def test_an_agent_past_its_memory_cap_gets_a_429_and_a_smaller_session_still_fit
     assert _start(http, agent, memory_mb=128).status_code == 201
 
 
+@pytest.mark.docker
 def test_a_tenant_past_its_session_cap_gets_a_429_while_other_tenants_go_on(
     capped: tuple[RunningGateway, httpx.Client]
 ) -> None:
@@ -106,6 +126,7 @@ def test_a_tenant_past_its_session_cap_gets_a_429_while_other_tenants_go_on(
     assert _start(http, _agent(running, http, "globex")).status_code == 201
 
 
+@pytest.mark.docker
 def test_the_policy_data_overrides_the_caps_of_the_settings_for_a_tenant(
     capped: tuple[RunningGateway, httpx.Client]
 ) -> None:
@@ -118,6 +139,7 @@ def test_the_policy_data_overrides_the_caps_of_the_settings_for_a_tenant(
     assert (refused.json()["cap"], refused.json()["limit"]) == ("per_agent", 3)
 
 
+@pytest.mark.docker
 def test_the_gateway_refuses_sessions_past_a_memory_ceiling_derived_from_the_host(
     detector_checkpoint: Path, sandbox_image: str, docker_client: docker.DockerClient
 ) -> None:
@@ -145,6 +167,7 @@ def test_the_gateway_refuses_sessions_past_a_memory_ceiling_derived_from_the_hos
     assert fits.status_code == 201 and after.status_code == 201
 
 
+@pytest.mark.docker
 def test_an_explicit_memory_ceiling_replaces_the_derived_one(
     detector_checkpoint: Path, sandbox_image: str
 ) -> None:

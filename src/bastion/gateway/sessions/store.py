@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
 from bastion.gateway.db.tables import Principal, SandboxSession, utcnow
 from bastion.gateway.errors import GatewayError
@@ -117,8 +117,8 @@ class SessionStore:
         the ids of the agent's."""
         with Session(self._engine) as db:
             rows = db.exec(select(SandboxSession.id, SandboxSession.agent_id, SandboxSession.limits)
-                           .join(Principal, Principal.id == SandboxSession.agent_id)
-                           .where(Principal.tenant == tenant, SandboxSession.status.in_(LIVE_STATUSES))).all()
+                           .join(Principal, col(Principal.id) == col(SandboxSession.agent_id))
+                           .where(Principal.tenant == tenant, col(SandboxSession.status).in_(LIVE_STATUSES))).all()
         own = [(session_id, limits) for session_id, owner, limits in rows if owner == agent_id]
         return (Holdings(len(own), sum(float(limits.get("memory_mb", 0)) for _, limits in own)),
                 Holdings(len(rows), sum(float(limits.get("memory_mb", 0)) for _, _, limits in rows)),
