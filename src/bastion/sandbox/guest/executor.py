@@ -124,19 +124,17 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def process_table() -> dict[int, tuple[int, bool]]:
-    """Every process in the container: pid -> (parent pid, still alive: not a zombie or dead)."""
+def process_table(pids: list[int]) -> dict[int, tuple[int, bool]]:
+    """Those processes that still exist: pid -> (parent pid, still alive: not a zombie or dead)."""
     table: dict[int, tuple[int, bool]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for pid in pids:
         try:
-            with open(f"/proc/{name}/stat", "rb") as stat_file:
+            with open(f"/proc/{pid}/stat", "rb") as stat_file:
                 line = stat_file.read()
         except OSError:
             continue
         fields = line[line.rindex(b")") + 2 :].split()
-        table[int(name)] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x"))
+        table[pid] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x"))
     return table
 
 
@@ -157,17 +155,24 @@ def protected(table: dict[int, tuple[int, bool]], own: int) -> set[int]:
     return kept
 
 
+def leftovers(own: int) -> list[int]:
+    """The live processes a sweep kills: all but init, the executor and other calls' trees (`own` is one of them
+    while it runs). When only init, the executor and `own` exist, only `own`'s state is read."""
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    alone = {INIT_PID, os.getpid()}
+    if all(pid in alone for pid in pids if pid != own) and not process_table([own]).get(own, (0, False))[1]:
+        return []
+    table = process_table(pids)
+    kept = protected(table, own)
+    return [pid for pid, (_, live) in table.items() if live and pid not in kept]
+
+
 def sweep(own: int) -> int:
     """SIGKILL every live process but init, the executor and other calls' trees (`own`, the call's process, is
     killed too), pass after pass until none is left; return how many there were besides `own`."""
     killed: set[int] = set()
     deadline = time.monotonic() + SWEEP_LIMIT_S
-    while True:
-        table = process_table()
-        kept = protected(table, own)
-        alive = [pid for pid, (_, live) in table.items() if live and pid not in kept]
-        if not alive or time.monotonic() >= deadline:
-            break
+    while (alive := leftovers(own)) and time.monotonic() < deadline:
         for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
