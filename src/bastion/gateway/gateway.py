@@ -33,7 +33,8 @@ from bastion.gateway.policy_versions.control import PolicyControl
 from bastion.gateway.policy_versions.store import PolicyStore
 from bastion.gateway.revocations.enforcer import Enforcer
 from bastion.gateway.revocations.store import RevocationStore
-from bastion.gateway.sessions.lifecycle import SessionLifecycle
+from bastion.gateway.sessions.caps import MemoryCeiling, SessionCaps
+from bastion.gateway.sessions.lifecycle import SessionAdmission, SessionLifecycle
 from bastion.gateway.sessions.store import SessionStore
 from bastion.gateway.settings import Settings
 from bastion.gateway.state_files import NOVELTY_FILE, detector_checkpoint, redaction_key
@@ -188,7 +189,8 @@ class Gateway:
             lifecycle = SessionLifecycle(sessions, sandbox, audit, revocations, enforcer, limiter, facts, limits,
                                          settings.sandbox_runtime, forget_detector_state,
                                          lambda session_id, trust: feed.opened(session_id, trust.task,
-                                                                               trust.trusted_values))
+                                                                               trust.trusted_values),
+                                         session_admission(settings, policy, sandbox))
             catalog = ToolCatalog(database, settings.call_timeout_s)
             await asyncio.to_thread(catalog.load)
             key = await asyncio.to_thread(redaction_key, settings.data_dir)
@@ -238,6 +240,17 @@ class Gateway:
             return True
         except Exception:
             return False
+
+
+def session_admission(settings: Settings, policy: PolicyEngine, sandbox: DockerRuntime) -> SessionAdmission:
+    """The caps of the settings (under the policy's `session_caps`) and the memory ceiling of the sandbox host."""
+    caps = SessionCaps(per_agent=settings.sessions_per_agent, per_tenant=settings.sessions_per_tenant,
+                       memory_mb_per_agent=settings.session_memory_mb_per_agent,
+                       memory_mb_per_tenant=settings.session_memory_mb_per_tenant)
+    return SessionAdmission(
+        caps=caps, policy_config=lambda: policy.bundle.data.get("bastion", {}).get("config", {}),
+        ceiling=lambda: MemoryCeiling.of(settings.sandbox_memory_ceiling_mb, settings.sandbox_memory_fraction,
+                                         sandbox.host_memory_mb))
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

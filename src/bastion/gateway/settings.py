@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     sandbox_pids: int = 128
     sandbox_workspace_mb: int = 64
     sandbox_pool_size: int = Field(default=2, ge=0, le=64)
+    sandbox_memory_ceiling_mb: int | None = Field(default=None, ge=1)
+    sandbox_memory_fraction: float = Field(default=0.8, gt=0, le=4)
+    sessions_per_agent: int | None = Field(default=16, ge=1)
+    sessions_per_tenant: int | None = Field(default=None, ge=1)
+    session_memory_mb_per_agent: int | None = Field(default=4096, ge=1)
+    session_memory_mb_per_tenant: int | None = Field(default=None, ge=1)
     session_idle_timeout_s: float | None = Field(default=1800.0, gt=0)
     session_max_lifetime_s: float | None = Field(default=8 * 3600.0, gt=0)
     egress_loopback_ports: list[int] = []

@@ -8,6 +8,8 @@ from typing import Any
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _COUNT = {"type": "integer", "minimum": 1}
+_CAP = {"type": ["integer", "null"], "minimum": 1}
+_CAP_KEYS = ("per_agent", "per_tenant", "memory_mb_per_agent", "memory_mb_per_tenant")
 _SCORES = {"type": "object", "propertyNames": {"enum": ["low", "medium", "high"]},
            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}}
 
@@ -46,6 +48,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "quiet_hours": {"type": "object", "required": ["hours_utc", "tools"], "properties": {
             "hours_utc": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23}},
             "tools": _STRINGS, "exempt_roles": _STRINGS}},
+        "session_caps": {"type": "object", "properties": {
+            **{key: _CAP for key in _CAP_KEYS},
+            "by_tenant": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": False, "properties": {key: _CAP for key in _CAP_KEYS}}}}},
         "flow": {"type": "object", "properties": {
             "secret_dirs": _STRINGS, "read_tools": _STRINGS,
             "secret_read_patterns": {"type": "object", "additionalProperties": _STRINGS},

@@ -73,6 +73,8 @@ class RunResult(BaseModel):
     oom_killed: bool = False
     seccomp_killed: bool = False
     seccomp_syscall: str | None = None
+    killed_processes: int = 0
+    """Processes the call left running (detached, daemonized, re-parented) that were killed when it ended."""
     data: dict[str, Any] | None = None
 
 

@@ -44,6 +44,9 @@ MAX_LIST_ENTRIES = 10000
 MAX_FORWARDS = 32
 MAX_IDLE_WORKERS = 4
 PR_SET_DUMPABLE = 4
+INIT_PID = 1
+SWEEP_PAUSE_S = 0.001
+SWEEP_LIMIT_S = 5.0
 
 Frame = dict[str, Any]
 Emit = Callable[[str, bytes], None]
@@ -119,6 +122,65 @@ def kill_group(pgid: int) -> None:
     """SIGKILL a whole process group; a group that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def process_table(pids: list[int]) -> dict[int, tuple[int, bool]]:
+    """Those processes that still exist: pid -> (parent pid, still alive: not a zombie or dead)."""
+    table: dict[int, tuple[int, bool]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat_file:
+                line = stat_file.read()
+        except OSError:
+            continue
+        fields = line[line.rindex(b")") + 2 :].split()
+        table[pid] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x"))
+    return table
+
+
+def protected(table: dict[int, tuple[int, bool]], own: int) -> set[int]:
+    """Init, the executor, and every process still in the tree of another call in flight (a child of the
+    executor other than `own`)."""
+    me = os.getpid()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    kept = {INIT_PID, me}
+    pending = [pid for pid in children.get(me, []) if pid != own]
+    while pending:
+        pid = pending.pop()
+        if pid not in kept:
+            kept.add(pid)
+            pending.extend(children.get(pid, []))
+    return kept
+
+
+def leftovers(own: int) -> list[int]:
+    """The live processes a sweep kills: all but init, the executor and other calls' trees (`own` is one of them
+    while it runs). When only init, the executor and `own` exist, only `own`'s state is read."""
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    alone = {INIT_PID, os.getpid()}
+    if all(pid in alone for pid in pids if pid != own) and not process_table([own]).get(own, (0, False))[1]:
+        return []
+    table = process_table(pids)
+    kept = protected(table, own)
+    return [pid for pid, (_, live) in table.items() if live and pid not in kept]
+
+
+def sweep(own: int) -> int:
+    """SIGKILL every live process but init, the executor and other calls' trees (`own`, the call's process, is
+    killed too), pass after pass until none is left; return how many there were besides `own`."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + SWEEP_LIMIT_S
+    while (alive := leftovers(own)) and time.monotonic() < deadline:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if killed.issuperset(alive):
+            time.sleep(SWEEP_PAUSE_S)
+        killed.update(alive)
+    killed.discard(own)
+    return len(killed)
 
 
 def failure(exit_code: int, message: str) -> Frame:
@@ -208,10 +270,11 @@ class ExitWatch:
 
 def collect(
     proc: subprocess.Popen[bytes], stdin: bytes, timeout: float, cap: int, emit: Emit | None = None
-) -> tuple[Capture, Capture, bool]:
-    """Feed stdin, capture both streams (passing kept bytes to `emit`) and enforce the wall clock.
+) -> tuple[Capture, Capture, bool, int]:
+    """Feed stdin, capture both streams (passing kept bytes to `emit`) and enforce the wall clock; once the
+    process has ended, sweep away every process it left.
 
-    Returns (stdout, stderr, timed_out).
+    Returns (stdout, stderr, timed_out, processes killed by the sweep).
     """
     assert proc.stdout is not None and proc.stderr is not None
     stdout, stderr = Capture(cap), Capture(cap)
@@ -236,6 +299,7 @@ def collect(
     deadline = time.monotonic() + timeout
     ended_at: float | None = None
     timed_out = False
+    killed: int | None = None
     open_streams = len(captures)
     try:
         while True:
@@ -247,7 +311,7 @@ def collect(
                     timed_out = True
                     ended_at = now
                 if ended_at is not None:
-                    kill_group(proc.pid)
+                    killed = sweep(proc.pid)
                     if watch.fd is not None:
                         selector.unregister(watch.fd)
             if ended_at is not None and (open_streams == 0 or now >= ended_at + DRAIN_GRACE_S):
@@ -287,12 +351,14 @@ def collect(
         watch.close()
         kill_group(proc.pid)
         proc.kill()
+        if killed is None:
+            killed = sweep(proc.pid)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
         proc.wait()
-    return stdout, stderr, timed_out
+    return stdout, stderr, timed_out, killed
 
 
 def chunk_sender(link: "Link", request_id: object) -> Emit:
@@ -308,7 +374,7 @@ def chunk_sender(link: "Link", request_id: object) -> Emit:
 
 
 def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
-    """Run one process in /workspace in a new session; whatever is left in its group dies with it."""
+    """Run one process in /workspace in a new session; whatever it leaves behind dies with it."""
     argv = request.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
         return failure(2, "exec needs a non-empty argv of strings")
@@ -333,7 +399,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
         return failure(126, f"{argv[0]}: {exc.strerror or exc}")
     if not RUNNING.add(request.get("id"), proc.pid):
         kill_group(proc.pid)
-    stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
+    stdout, stderr, timed_out, killed = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
     duration_ms = (time.monotonic() - started) * 1000.0
     code = proc.returncode
     sig = -code if code < 0 else None
@@ -350,6 +416,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
         "signal": sig,
         "oom_killed": exit_code == 137 and not timed_out and OOM_KILLS.read() > oom_before >= 0,
         "seccomp_killed": sig == signal.SIGSYS,
+        "killed_processes": killed,
     }
 
 
