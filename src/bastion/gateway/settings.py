@@ -1,11 +1,12 @@
 """One settings object for the whole gateway, read from `BASTION_*` environment variables."""
 
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDACT_FIELDS = ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"]
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     worker_threads: int = Field(default=64, ge=4, le=1024)
+    trusted_proxies: list[str] = []
+    """Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto headers are believed; none by default,
+    so the audited client address is the real peer's."""
 
     policy_dir: Path | None = None
     policy_backend: Literal["embedded", "opa"] = "embedded"
@@ -89,6 +93,17 @@ class Settings(BaseSettings):
     rate_limit_tool_per_minute: dict[str, float] = {}
     rate_limit_tool_burst: int = 30
     mcp_list_cache_s: float = 10.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"BASTION_TRUSTED_PROXIES: {entry!r} is not an IP address or network; list "
+                                 'your reverse proxies\' addresses, like ["10.0.0.5", "10.1.0.0/16"]') from None
+        return entries
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":

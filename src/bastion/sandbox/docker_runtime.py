@@ -489,10 +489,10 @@ class DockerRuntime:
         halt.close(sandbox.init_pidfd)
         sandbox.init_pidfd = None
 
-    def _make_proxy(self, socket_path: Path) -> EgressProxy:
+    def _make_proxy(self, socket_path: Path, executor_pid: Callable[[], int | None]) -> EgressProxy:
         return EgressProxy(
             socket_path, authorizer=self._egress_authorizer, recorder=self._egress_recorder,
-            loopback_ports=self._loopback_ports,
+            loopback_ports=self._loopback_ports, executor_pid=executor_pid,
         )  # fmt: skip
 
     def _known_slots(self) -> set[str]:

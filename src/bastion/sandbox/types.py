@@ -49,6 +49,8 @@ class RunRequest(BaseModel):
     image: str | None = None
     """Run in a companion container of the session made from this image (same limits, tier and hardening, its
     own workspace); None runs in the session's own container."""
+    call_id: str | None = None
+    """The gateway call this exec runs for: egress from its process tree is attributed to it, and only to it."""
 
 
 class RunChunk(BaseModel):
@@ -93,6 +95,8 @@ class EgressAttempt(BaseModel):
     """One connection a sandbox asked the egress proxy for, as recorded for audit and the detector."""
 
     session_id: str | None
+    call_id: str | None = None
+    """The call whose process tree opened the connection (None: no call in flight did)."""
     method: str
     host: str
     port: int

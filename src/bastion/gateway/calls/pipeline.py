@@ -219,6 +219,7 @@ class CallPipeline:
         if obligations.limits is not None and obligations.limits.max_output_bytes is not None:
             output_cap = min(output_cap, obligations.limits.max_output_bytes)
         request = tool.to_request(args, self._timeout(args, decision, tool), output_cap)
+        request.call_id = call_id
         if observer is not None:
             await observer.started(call_id, decision)
         started = time.perf_counter()

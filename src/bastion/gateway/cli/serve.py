@@ -19,6 +19,7 @@ def serve(
     import uvicorn
 
     from bastion.gateway.api.app import create_app
+    from bastion.gateway.api.serving import forwarded_options
     from bastion.gateway.logging import configure_logging
 
     settings = Settings()
@@ -29,7 +30,7 @@ def serve(
                   f"  API reference: {base}/docs   MCP: {base}/mcp   health: {base}/readyz\n"
                   "  documentation: docs/ in the source tree; `make docs` builds it into build/site/index.html")
     uvicorn.run(create_app(settings, freeze_heap=True), host=bind, port=number, log_level="warning",
-                access_log=False)
+                access_log=False, **forwarded_options(settings))
 
 
 def migrate() -> None:

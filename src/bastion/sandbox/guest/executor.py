@@ -6,7 +6,8 @@ requests (`exec`, `read`, `write`, `list`; `cancel` kills what a request left ru
 request, each with one `result` frame (or an `error` frame when the executor itself failed); an `exec` with
 `"stream": true` first sends its output in `chunk` frames as it arrives. It reconnects whenever the link
 drops. It also relays every TCP connection to 127.0.0.1:3128 (the container's own loopback) to the gateway's
-egress proxy socket.
+egress proxy socket, first telling the proxy which call's process tree opened it (its Unix session: each exec
+starts one), so a destination granted to one call is never reached by another process.
 """
 
 import codecs
@@ -78,12 +79,21 @@ class ProcessGroups:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[object, int | None] = {}
+        self._calls: dict[object, str] = {}
         self._cancelled: set[object] = set()
 
-    def accept(self, request_id: object) -> None:
-        """A request was read; its process, if it has one, is not started yet."""
+    def accept(self, request_id: object, call_id: object = None) -> None:
+        """A request was read (for the gateway's call `call_id`, when it names one); its process is not started yet."""
         with self._lock:
             self._groups[request_id] = None
+            if isinstance(call_id, str):
+                self._calls[request_id] = call_id
+
+    def call_of(self, sid: int) -> str | None:
+        """The call whose process started the Unix session `sid` (each exec's process leads its own), while it runs."""
+        with self._lock:
+            return next((self._calls.get(request_id) for request_id, pgid in self._groups.items() if pgid == sid),
+                        None)
 
     def add(self, request_id: object, pgid: int) -> bool:
         """Track the request's process group; False when the request was cancelled before (the caller kills it)."""
@@ -96,6 +106,7 @@ class ProcessGroups:
     def discard(self, request_id: object) -> None:
         with self._lock:
             self._groups.pop(request_id, None)
+            self._calls.pop(request_id, None)
             self._cancelled.discard(request_id)
 
     def kill(self, request_id: object) -> None:
@@ -660,7 +671,7 @@ def admitted(link: Link, line: bytes) -> Frame | None:
     if not isinstance(request.get("id"), int | str):
         link.send({"id": None, "type": "error", "message": "a request needs an integer or string id"})
         return None
-    RUNNING.accept(request["id"])
+    RUNNING.accept(request["id"], request.get("call_id"))
     return request
 
 
@@ -693,11 +704,57 @@ def pump(source: socket.socket, target: socket.socket) -> None:
 FORWARDS = threading.BoundedSemaphore(MAX_FORWARDS)
 
 
+def socket_inode(client_port: int) -> str | None:
+    """The inode of the sandboxed end of a loopback connection to the proxy address, from /proc/net/tcp."""
+    local = f"0100007F:{client_port:04X}"
+    remote = f"0100007F:{PROXY_ADDRESS[1]:04X}"
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return fields[9]
+    return None
+
+
+def session_of(pid: str) -> int | None:
+    """The Unix session id of a process (field 6 of /proc/PID/stat), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return int(stat_file.read().rpartition(")")[2].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def caller_call(client: socket.socket) -> str | None:
+    """The call in flight whose process tree holds the other end of `client`: every process holding it must be in
+    that call's Unix session. None when there is none, or any holder is elsewhere or cannot be seen."""
+    try:
+        inode = socket_inode(client.getpeername()[1])
+    except OSError:
+        return None
+    if inode is None or inode == "0":
+        return None
+    target = f"socket:[{inode}]"
+    sessions = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        sessions.add(session_of(pid))
+                        break
+    if len(sessions) != 1 or None in sessions:
+        return None
+    return RUNNING.call_of(sessions.pop())
+
+
 def forward(client: socket.socket) -> None:
-    """Relay one connection made to the proxy address to the gateway's egress socket, both ways."""
+    """Relay one connection made to the proxy address to the gateway's egress socket, both ways, after a first line
+    naming the call that made it (`{"call": null}` for none)."""
     upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         upstream.connect(EGRESS_SOCKET_PATH)
+        upstream.sendall(json.dumps({"call": caller_call(client)}).encode() + b"\n")
         back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
         back.start()
     except (OSError, RuntimeError):

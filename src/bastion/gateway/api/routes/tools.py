@@ -17,16 +17,16 @@ from bastion.gateway.db.tables import CustomToolVersion
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.tools.builtin import BUILTIN_TOOLS
 from bastion.gateway.tools.catalog import spec_of
-from bastion.gateway.tools.custom import CustomToolSpec, ToolDefinitionError
+from bastion.gateway.tools.custom import MAX_NAME_CHARS, CustomToolSpec, ToolDefinitionError
 from bastion.policy.types import EFFECTS, Effect
 from bastion.sandbox.types import SandboxError
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
 ToolName = Annotated[str, Path(min_length=1, max_length=200, examples=["billing.send_money"])]
-_IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
-                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
-_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9*]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*$")
+_IMAGE = re.compile(r"[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
+_HOST = re.compile(r"(?=.{1,253}\Z)[a-z0-9*]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*")
 
 _PAY_SCHEMA = {"type": "object", "required": ["recipient", "amount"], "additionalProperties": False,
                "properties": {"recipient": {"type": "string", "maxLength": 200},
@@ -58,7 +58,7 @@ class ToolCreate(BaseModel):
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [_PAY_EXAMPLE]}}
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     description: str = Field(min_length=1, max_length=2000)
     input_schema: dict[str, Any]
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
@@ -82,7 +82,7 @@ class ToolCreate(BaseModel):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str | None) -> str | None:
-        if image is not None and not _IMAGE.match(image):
+        if image is not None and not _IMAGE.fullmatch(image):
             raise ValueError("not a Docker image reference like 'name:tag', 'registry:5000/team/name:tag' or "
                              "'name@sha256:<digest>'")
         return image
@@ -91,7 +91,7 @@ class ToolCreate(BaseModel):
     @classmethod
     def _hosts(cls, hosts: list[str]) -> list[str]:
         lowered = [host.lower() for host in hosts]
-        bad = [host for host in lowered if not _HOST.match(host)]
+        bad = [host for host in lowered if not _HOST.fullmatch(host)]
         if bad:
             raise ValueError(f"not host names: {bad}")
         return lowered
