@@ -24,7 +24,7 @@ def test_sdk_quickstart_runs_calls_streams_and_handles_a_denial(running_gateway:
 async def test_mcp_client_example_lists_calls_and_reads_a_refusal(running_gateway: RunningGateway,
                                                                   make_agent) -> None:
     report = await mcp_client.main(running_gateway.url, _key(make_agent("developer")))
-    assert "shell.run" in report["tools"] and report["output"] == "hello over MCP\n"
+    assert "shell__run" in report["tools"] and report["output"] == "hello over MCP\n"
     assert report["session"].startswith("ses_") and report["refused"] is True and "/etc/shadow" in report["reason"]
 
 
