@@ -25,12 +25,14 @@ from bastion.gateway.api.deps import get_agent, get_principal
 from bastion.gateway.api.mcp_names import ToolNames, mcp_name
 from bastion.gateway.api.problems import Problem, as_problem, problem_response
 from bastion.gateway.api.request_meta import request_meta
+from bastion.gateway.api.resource_metadata import bearer_challenge, public_base
 from bastion.gateway.calls.approvals import ApprovalPending
 from bastion.gateway.calls.pipeline import CallOutcome
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.sessions.lifecycle import SessionTrust
 from bastion.gateway.sessions.store import LiveSession
+from bastion.gateway.settings import Settings
 from bastion.gateway.tools.builtin import Tool
 from bastion.policy.types import DecisionContext, DecisionInput, SessionInfo
 
@@ -68,18 +70,20 @@ def probe_args(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class McpEndpoint:
-    """ASGI app served at `/mcp`: authenticates the agent, then hands the request to the MCP SDK."""
+    """ASGI app served at `/mcp`: authenticates the agent (a 401 names the resource metadata), then hands the
+    request to the MCP SDK."""
 
-    def __init__(self, gateway_of: Callable[[], Gateway], list_cache_s: float) -> None:
+    def __init__(self, gateway_of: Callable[[], Gateway], settings: Settings) -> None:
         self._gateway_of = gateway_of
-        self._list_cache_s = list_cache_s
+        self._settings = settings
+        self._list_cache_s = settings.mcp_list_cache_s
         self._visible: dict[tuple[Any, ...], tuple[float, list[str]]] = {}
         self._agent_sessions: dict[str, str] = {}
         self._session_locks: dict[str, asyncio.Lock] = {}
         self._names = ToolNames(())
         self.server: Server[Any] = Server(
             "bastion", version="0.1.0", title="bastion gateway", instructions=_INSTRUCTIONS,
-            cache_hints={"tools/list": CacheHint(ttl_ms=int(list_cache_s * 1000), scope="private")},
+            cache_hints={"tools/list": CacheHint(ttl_ms=int(self._list_cache_s * 1000), scope="private")},
             get_tool_input_schema=self._input_schema,
             on_list_tools=self._list_tools, on_call_tool=self._call_tool)
         self.manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=True)
@@ -89,6 +93,9 @@ class McpEndpoint:
         try:
             agent = await get_agent(await get_principal(request))
         except Problem as problem:
+            if problem.status == 401:
+                challenge = bearer_challenge(public_base(request, self._settings), "authorization" in request.headers)
+                problem.headers = {**problem.headers, "WWW-Authenticate": challenge}
             await problem_response(problem)(scope, receive, send)
             return
         state = scope.setdefault("state", {})
