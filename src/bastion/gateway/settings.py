@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     rate_limit_tool_per_minute: dict[str, float] = {}
     rate_limit_tool_burst: int = 30
     mcp_list_cache_s: float = 10.0
+    # The URL clients reach the gateway at, named in MCP's resource metadata; unset, each request's Host is used.
+    public_url: str | None = None
+    # Authorization servers MCP clients may get a bearer token (an agent key) from, published per RFC 9728.
+    mcp_authorization_servers: list[str] = []
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -110,6 +114,11 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().absolute()
         if self.detector_checkpoint is not None:
             self.detector_checkpoint = self.detector_checkpoint.expanduser().absolute()
+        for url in [self.public_url or "https://", *self.mcp_authorization_servers]:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"BASTION_PUBLIC_URL and BASTION_MCP_AUTHORIZATION_SERVERS take http(s) URLs, not "
+                                 f"{url!r}")
+        self.public_url = self.public_url.rstrip("/") if self.public_url else None
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'bastion.db'}"
         if self.mode == "production":

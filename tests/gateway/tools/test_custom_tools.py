@@ -316,13 +316,14 @@ async def test_mcp_lists_and_calls_custom_tools_by_policy(client: httpx.Client, 
     async with (httpx2.AsyncClient(headers=payer, timeout=60) as http,
                 Client(streamable_http_client(f"{tools_gateway.url}/mcp", http_client=http)) as mcp):
         listed = {tool.name: tool for tool in (await mcp.list_tools()).tools}
-        assert {"billing.send_money", "util.echo_args", "fs.list"} <= set(listed) and "shell.run" not in listed
-        assert listed["billing.send_money"].meta == {"bastion/version": "1", "bastion/risk": "high"}
-        paid = await mcp.call_tool("billing.send_money", {"recipient": "$(id)", "amount": 5})
+        assert {"billing__send_money", "util__echo_args", "fs__list"} <= set(listed) and "shell__run" not in listed
+        assert listed["billing__send_money"].meta == {"bastion/name": "billing.send_money", "bastion/version": "1",
+                                                      "bastion/risk": "high"}
+        paid = await mcp.call_tool("billing__send_money", {"recipient": "$(id)", "amount": 5})
     assert json.loads(paid.content[0].text)["argv"] == ["--to", "$(id)", "--amount", "5", "--memo=none"]
     async with (httpx2.AsyncClient(headers=developer, timeout=60) as http,
                 Client(streamable_http_client(f"{tools_gateway.url}/mcp", http_client=http)) as mcp):
-        assert "billing.send_money" not in {tool.name for tool in (await mcp.list_tools()).tools}
+        assert "billing__send_money" not in {tool.name for tool in (await mcp.list_tools()).tools}
 
 
 def test_a_tool_with_its_own_image_runs_in_a_hardened_companion_container(

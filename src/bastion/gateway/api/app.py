@@ -13,6 +13,7 @@ from bastion.gateway.api.body_limits import RequestLimits
 from bastion.gateway.api.mcp import McpEndpoint
 from bastion.gateway.api.openapi import install_openapi
 from bastion.gateway.api.problems import install_problem_handlers
+from bastion.gateway.api.resource_metadata import resource_metadata_router
 from bastion.gateway.api.routes import (
     agents,
     approvals,
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
     """Build the app; the gateway starts (migrations, sandbox, detector) in the lifespan. `freeze_heap` is for a
     process that serves this one app (`bastion serve`): see `freeze_startup_heap`."""
     settings = settings or Settings()
-    mcp = McpEndpoint(lambda: app.state.gateway, settings.mcp_list_cache_s)
+    mcp = McpEndpoint(lambda: app.state.gateway, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
     install_problem_handlers(app)
     for module in (sessions, health, agents, tools, audit, revocations, policies, approvals, detector):
         app.include_router(module.router)  # sessions first: FastAPI tries the routers in order on every request
+    app.include_router(resource_metadata_router(settings))
     app.add_route("/mcp", mcp, include_in_schema=False)
     install_openapi(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
