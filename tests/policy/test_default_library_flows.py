@@ -16,10 +16,10 @@ from tests.support.policies import call
 FLOW_REASON = "command can send data out of the sandbox and this session has read a file under a secret directory"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[SupervisedRegoEngine]:
-    """The production engine (one evaluator process) on the shipped default bundle."""
-    with SupervisedRegoEngine(load_default_bundle(), workers=1) as supervised:
+@pytest.fixture(scope="module", params=["opa", "regocpp"])
+def engine(request: pytest.FixtureRequest) -> Iterator[SupervisedRegoEngine]:
+    """The production engine (one evaluator process) on the shipped default bundle, on each contained engine."""
+    with SupervisedRegoEngine(load_default_bundle(), workers=1, engine=request.param) as supervised:
         yield supervised
 
 
