@@ -4,7 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from bastion.gateway.cli.app import app as cli
 from bastion.policy.bundle import default_bundle_dir, load_default_bundle
 from bastion.policy.diff import bundle_diff
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError
@@ -220,3 +222,19 @@ def test_diffs_show_changed_files_and_data_only(tmp_path: Path) -> None:
     assert "-x := 1\n+x := 2\n" in diffs["a.rego"]
     assert diffs["new.rego"].startswith("--- /dev/null\n+++ v2/new.rego\n")
     assert '-  "k": 1\n+  "k": 2\n' in diffs["data.json"]
+
+
+def test_the_cli_reports_coverage_and_explains_with_opa(tmp_path: Path) -> None:
+    runner = CliRunner()
+    covered = runner.invoke(cli, ["policy", "test", str(default_bundle_dir()), "--coverage"])
+    assert covered.exit_code == 0, covered.output
+    report = json.loads(covered.stdout)
+    assert set(report) == {"files", "covered_lines", "not_covered_lines", "coverage"}
+    assert report["files"]["grants.rego"]["coverage"] == 100 and 0 < report["coverage"] < 100
+    document = call("fs.read", {"path": "../x"}, roles=("nobody",)).model_dump(mode="json")
+    (tmp_path / "input.json").write_text(json.dumps(document))
+    explained = runner.invoke(cli, ["policy", "eval", "--input", str(tmp_path / "input.json"), "--explain"])
+    assert explained.exit_code == 0, explained.output
+    assert "← grants.rego:13 (deny)" in explained.output and "← workspace.rego:35 (deny)" in explained.output
+    plain = runner.invoke(cli, ["policy", "eval", "--input", str(tmp_path / "input.json")])
+    assert plain.exit_code == 0 and "←" not in plain.output and "grants.rego" not in plain.output
