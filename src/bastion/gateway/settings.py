@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bastion.policy.backends.runtimes import default_engine, opa_available
+
 DEFAULT_REDACT_FIELDS = ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"]
 
 
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     so the audited client address is the real peer's."""
 
     policy_dir: Path | None = None
-    policy_backend: Literal["embedded", "opa"] = "embedded"
+    policy_engine: Literal["opa", "regocpp", "remote"] | None = None
     policy_opa_url: str = "http://127.0.0.1:8181"
     policy_opa_token: SecretStr | None = None
     policy_workers: int = 2
@@ -121,6 +123,15 @@ class Settings(BaseSettings):
         self.public_url = self.public_url.rstrip("/") if self.public_url else None
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'bastion.db'}"
+        if "BASTION_POLICY_BACKEND" in os.environ:
+            raise ValueError("BASTION_POLICY_BACKEND is replaced by BASTION_POLICY_ENGINE: for `embedded` use `opa` "
+                             "(OPA's evaluator, the default) or `regocpp`; for `opa` (a remote OPA server) use "
+                             "`remote`")
+        if self.policy_engine is None:
+            self.policy_engine = default_engine()
+        elif self.policy_engine == "opa" and not opa_available():
+            raise ValueError("BASTION_POLICY_ENGINE=opa needs OPA's evaluator (opa-golib-python-bindings), which is "
+                             "not installed: run scripts/bootstrap.sh, or choose BASTION_POLICY_ENGINE=regocpp")
         if self.mode == "production":
             if self.database_url.startswith("sqlite"):
                 raise ValueError("BASTION_DATABASE_URL must point at PostgreSQL in production mode")

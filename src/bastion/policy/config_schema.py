@@ -25,10 +25,14 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "workspace": {"type": "object", "required": ["root", "path_tools"],
                       "properties": {"root": {"type": "string", "pattern": "^/"}, "path_tools": _STRINGS,
                                      "path_optional": _STRINGS}},
-        "commands": {"type": "object", "required": ["fields", "max_chars", "needles_pattern", "deny"],
+        "egress": {"type": "object", "required": ["builtin_tools", "builtin_args", "by_tool"],
+                   "properties": {"builtin_tools": _STRINGS, "builtin_args": {"$ref": "#/$defs/destination_args"},
+                                  "by_tool": {"type": "object",
+                                              "additionalProperties": {"$ref": "#/$defs/destination_args"}}}},
+        "commands": {"type": "object", "required": ["fields", "max_chars", "deny"],
                      "properties": {
                          "fields": {"type": "object", "additionalProperties": _STRINGS},
-                         "max_chars": _COUNT, "needles_pattern": {"type": "string"},
+                         "max_chars": _COUNT,
                          "deny": {"type": "array", "items": {
                              "type": "object", "required": ["label", "needles", "patterns"],
                              "properties": {"label": {"type": "string"}, "needles": _STRINGS,
@@ -59,5 +63,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "egress_patterns": {"type": "object", "additionalProperties": _STRINGS}}},
     },
     "$defs": {"limits": {"type": "object", "additionalProperties": False, "properties": {
-        "memory_mb": _COUNT, "cpus": _POSITIVE, "pids": _COUNT, "max_output_bytes": _COUNT}}},
+        "memory_mb": _COUNT, "cpus": _POSITIVE, "pids": _COUNT, "max_output_bytes": _COUNT}},
+        "destination_args": {"type": "object", "additionalProperties": False,
+                             "properties": {"url": _STRINGS, "host": _STRINGS}}},
 }

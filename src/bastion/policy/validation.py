@@ -16,10 +16,11 @@ from bastion.policy.backends.supervised import check_bundle
 from bastion.policy.bundle import DATA_FILE, TEST_SUFFIX, PolicyBundle
 from bastion.policy.bundle_files import DATA_FILES, is_data_file, merge_data_files
 from bastion.policy.config_schema import CONFIG_SCHEMA
+from bastion.policy.coverage import CoverageReport
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError
 from bastion.policy.input_paths import input_references
 from bastion.policy.revocations import REVOCATIONS_KEY
-from bastion.policy.testing import TestOutcome, run_policy_tests
+from bastion.policy.testing import TestOutcome, run_tests
 
 _LOCATED = re.compile(r"^(?P<file>[^:;]+?):(?P<line>\d+):(?P<column>\d+): (?P<message>.*)$")
 _COMPILE_PREFIX = "policy failed to compile: "
@@ -62,6 +63,7 @@ class ValidationReport:
     errors: list[SourceError] = field(default_factory=list)
     tests: list[TestOutcome] = field(default_factory=list)
     reads_input: list[str] | None = None
+    coverage: CoverageReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -108,8 +110,9 @@ def read_upload(files: Mapping[str, str], data: Mapping[str, Any] | None) -> Upl
 
 
 def validate(upload: UploadedBundle, revocations: Mapping[str, Any] | None = None,
-             timeout_s: float = 30.0) -> ValidationReport:
-    """Schema-check the data, compile the policy and decide a sample call, then run the tests."""
+             timeout_s: float = 30.0, coverage: bool = False) -> ValidationReport:
+    """Schema-check the data, compile the policy and decide a sample call, then run the tests (with `coverage`,
+    keeping OPA's coverage of them)."""
     bundle = upload.bundle
     report = ValidationReport(revision=bundle.revision, errors=data_errors(bundle.data),
                               reads_input=input_references(bundle.input_paths))
@@ -122,7 +125,8 @@ def validate(upload: UploadedBundle, revocations: Mapping[str, Any] | None = Non
         return report
     if upload.tests:
         try:
-            report.tests = run_policy_tests(bundle.modules, upload.tests, bundle.data, timeout_s=timeout_s)
+            run = run_tests(bundle.modules, upload.tests, bundle.data, timeout_s=timeout_s, coverage=coverage)
+            report.tests, report.coverage = run.outcomes, run.coverage
         except PolicyCompileError as exc:
             report.errors.extend(located_errors(str(exc)))
     return report

@@ -42,20 +42,22 @@ def _request(method: str, url: str, admin_key: str, path: str, body: dict[str, A
     return response.json()
 
 
-def _print_report(report: dict[str, Any], tests: list[dict[str, Any]]) -> None:
+def _print_report(report: dict[str, Any], tests: list[dict[str, Any]], out: Console = console) -> None:
     for error in report["errors"]:
         errors.print(f"[red]error[/red] {error['text']}")
     for test in tests:
         mark = "[green]PASS[/green]" if test["passed"] else "[red]FAIL[/red]"
         note = " (input lifted)" if test["input_lifted"] else ""
         line = f"{mark} {test['name']} ({test['file']}:{test['line']}){note}"
-        console.print(line + (f": {test['error']}" if test["error"] else ""))
+        out.print(line + (f": {test['error']}" if test["error"] else ""))
 
 
 @policy_app.command("test")
 def test(directory: Annotated[Path, typer.Argument(help="Bundle directory or .tar.gz: .rego, *_test.rego, data "
-                                                       "files")]) -> None:
-    """Compile, schema-check and run the bundle's tests locally, each in a contained evaluator (like opa test)."""
+                                                       "files")],
+         coverage: Annotated[bool, typer.Option("--coverage", help="Print the coverage report of `opa test "
+                                                "--coverage` (JSON) instead of the test lines")] = False) -> None:
+    """Compile, schema-check and run the bundle's tests locally, each in a contained evaluator (as opa test)."""
     from bastion.policy.bundle_files import read_bundle_source
     from bastion.policy.errors import PolicyBundleError
     from bastion.policy.validation import read_upload, validate
@@ -65,7 +67,13 @@ def test(directory: Annotated[Path, typer.Argument(help="Bundle directory or .ta
     except PolicyBundleError as exc:
         errors.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from exc
-    report = validate(upload)
+    report = validate(upload, coverage=coverage)
+    if coverage and report.coverage is not None:
+        _print_report(report.to_json(), [test.to_json() for test in report.failed_tests], out=errors)
+        print(json.dumps(report.coverage.to_json(), indent=2))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     _print_report(report.to_json(), [test.to_json() for test in report.tests])
     passed = sum(test.passed for test in report.tests)
     console.print(f"{passed}/{len(report.tests)} tests passed, revision {report.revision}")
@@ -187,8 +195,10 @@ def replay(version: Annotated[int, typer.Argument(help="Candidate version (0: th
 @policy_app.command("eval")
 def evaluate(input_file: Annotated[Path, typer.Option("--input", help="JSON file holding the decision input")],
              directory: Annotated[Path | None, typer.Option("--dir", help="Bundle directory (default: bundled)")]
-             = None) -> None:
-    """Decide one input locally and show which rules produced each reason."""
+             = None,
+             explain_rules: Annotated[bool, typer.Option("--explain", help="Name the rules behind each reason "
+                                                         "(from OPA's trace)")] = False) -> None:
+    """Decide one input locally; with --explain, show which rules produced each reason."""
     from bastion.policy.bundle import PolicyBundle, default_bundle_dir
     from bastion.policy.errors import PolicyError
     from bastion.policy.explain import explain
@@ -206,7 +216,7 @@ def evaluate(input_file: Annotated[Path, typer.Option("--input", help="JSON file
     for reason in decision.reasons:
         sources = explanation.sources.get(reason, [])
         where = ", ".join(str(source) for source in sources) or "the decision document itself"
-        console.print(f"  {reason}\n    ← {where}", markup=False, highlight=False)
+        console.print(f"  {reason}" + (f"\n    ← {where}" if explain_rules else ""), markup=False, highlight=False)
     if decision.obligations:
         console.print("obligations: " + json.dumps(decision.obligations, sort_keys=True), markup=False,
                       highlight=False)

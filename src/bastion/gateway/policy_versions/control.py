@@ -119,7 +119,7 @@ class PolicyControl:
     async def shadow(self, version: int | None, by: str) -> PolicyState:
         """Evaluate `version` beside the active policy on live calls (None stops); audited."""
         if not isinstance(self._policy, SupervisedRegoEngine):
-            raise ShadowUnsupported("shadow mode needs the embedded policy backend (BASTION_POLICY_BACKEND=embedded)")
+            raise ShadowUnsupported("shadow mode needs a contained engine (BASTION_POLICY_ENGINE=opa or regocpp)")
         async with self._lock:
             state = await asyncio.to_thread(self.store.state)
             bundle = await self._bundle(version) if version is not None else None
