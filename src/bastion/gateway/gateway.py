@@ -38,6 +38,7 @@ from bastion.gateway.sessions.lifecycle import SessionAdmission, SessionLifecycl
 from bastion.gateway.sessions.store import SessionStore
 from bastion.gateway.settings import Settings
 from bastion.gateway.state_files import NOVELTY_FILE, detector_checkpoint, redaction_key
+from bastion.gateway.telemetry.metrics import GatewayMetrics
 from bastion.gateway.tools.catalog import ToolCatalog
 from bastion.policy.bundle import default_bundle_dir
 from bastion.policy.bundle_files import read_bundle_source
@@ -92,6 +93,7 @@ class Gateway:
     catalog: ToolCatalog
     idempotency: IdempotencyStore
     pipeline: CallPipeline
+    metrics: GatewayMetrics
     generated_admin_key: str | None
     _policy_sync: asyncio.Task[None]
     _started: contextlib.AsyncExitStack = field(repr=False)
@@ -105,6 +107,7 @@ class Gateway:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="bastion"))
         async with contextlib.AsyncExitStack() as started:
+            metrics = GatewayMetrics()
             database = make_engine(settings.database_url)
             started.callback(database.dispose)
             if settings.mode == "local":
@@ -148,7 +151,7 @@ class Gateway:
                                     on_expire=session_expired)
             detector_controls = DetectorControls(database, settings.detector_mode)
             risk = RiskBoard(settings.detector_risk_half_life_s, settings.detector_approval_ttl_s)
-            enforcer = Enforcer(revocations, sessions, policy, sandbox, audit, detector_controls, risk)
+            enforcer = Enforcer(revocations, sessions, policy, sandbox, audit, detector_controls, risk, metrics)
             await enforcer.load()
             await policy_control.sync()
             policy_sync = asyncio.create_task(policy_control.run(), name="policy-sync")
@@ -169,7 +172,8 @@ class Gateway:
             except CanaryFailed as exc:
                 raise RuntimeError(f"detector checkpoint {settings.checkpoint_path} does not judge the canary's "
                                    f"events ({exc}): write a new one with `bastion detector train`") from exc
-            worker = DetectorWorker(scorer, enforcer.apply_verdict, observe=enforcer.observe)
+            worker = DetectorWorker(scorer, enforcer.apply_verdict, observe=enforcer.observe,
+                                    on_batch=metrics.detector_batch)
             worker.start()
             started.push_async_callback(worker.stop)
             watcher = CheckpointWatcher(settings.checkpoint_path, scorer, audit, settings.detector_reload_poll_s)
@@ -202,7 +206,9 @@ class Gateway:
                 barrier_timeout_s=settings.detector_barrier_timeout_s, egress=egress, revoked=enforcer.revoked,
                 facts=facts, approvals=approvals, shadow=policy_control, limiter=limiter,
                 arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth), risk=risk, feed=feed,
-                on_verdict=enforcer.apply_verdict, provenance_action=settings.detector_provenance_action)
+                on_verdict=enforcer.apply_verdict, metrics=metrics,
+                provenance_action=settings.detector_provenance_action)
+            _gauges(metrics, audit, sandbox, worker, pipeline)
             gateway = cls(
                 settings=settings, database=database, audit=audit, principals=principals, sessions=sessions,
                 lifecycle=lifecycle, revocations=revocations, enforcer=enforcer, policy=policy,
@@ -210,7 +216,7 @@ class Gateway:
                 egress=egress, scorer=scorer, worker=worker, watcher=watcher, feed=feed,
                 detector_controls=detector_controls, detector_labels=DetectorLabels(database), risk=risk,
                 catalog=catalog, idempotency=IdempotencyStore(database, key, settings.idempotency_ttl_s),
-                pipeline=pipeline, generated_admin_key=generated_admin_key, _policy_sync=policy_sync,
+                pipeline=pipeline, metrics=metrics, generated_admin_key=generated_admin_key, _policy_sync=policy_sync,
                 _started=started.pop_all())
         return gateway
 
@@ -251,6 +257,22 @@ def session_admission(settings: Settings, policy: PolicyEngine, sandbox: DockerR
         caps=caps, policy_config=lambda: policy.bundle.data.get("bastion", {}).get("config", {}),
         ceiling=lambda: MemoryCeiling.of(settings.sandbox_memory_ceiling_mb, settings.sandbox_memory_fraction,
                                          sandbox.host_memory_mb))
+
+
+def _gauges(metrics: GatewayMetrics, audit: AuditLog, sandbox: DockerRuntime, worker: DetectorWorker,
+            pipeline: CallPipeline) -> None:
+    """The gauges read from the gateway's parts at scrape time."""
+    metrics.gauge("bastion_audit_queue_depth", "Audit appends waiting for the writer", lambda: audit.queued)
+    metrics.gauge("bastion_audit_in_progress", "Audit appends in the transaction being committed",
+                  lambda: audit.in_progress)
+    metrics.gauge("bastion_warm_pool_ready", "Warm containers ready for new sessions", lambda: sandbox.pool[0])
+    metrics.gauge("bastion_warm_pool_size", "Warm containers the pool keeps", lambda: sandbox.pool[1])
+    metrics.gauge("bastion_detector_queued_events", "Events waiting to be batched for the detector",
+                  lambda: worker.queued)
+    metrics.gauge("bastion_detector_unjudged_events", "Events the scorer failed on, waiting for a verdict",
+                  lambda: worker.unjudged)
+    metrics.gauge("bastion_calls_in_flight", "Calls past the detector barrier and not yet answered",
+                  lambda: pipeline.in_flight)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

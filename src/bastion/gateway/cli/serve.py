@@ -21,9 +21,11 @@ def serve(
     from bastion.gateway.api.app import create_app
     from bastion.gateway.api.serving import forwarded_options
     from bastion.gateway.logging import configure_logging
+    from bastion.gateway.telemetry.tracing import configure_tracing
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    configure_tracing()
     bind, number = host or settings.host, port or settings.port
     base = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '') else bind}:{number}"
     console.print(f"[green]bastion[/green] serving on {base}  (data: {settings.data_dir})\n"
