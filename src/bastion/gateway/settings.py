@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     rate_limit_tool_per_minute: dict[str, float] = {}
     rate_limit_tool_burst: int = 30
     mcp_list_cache_s: float = 10.0
+    console_session_ttl_s: float = Field(default=1800.0, gt=0, le=12 * 3600.0)
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":

@@ -19,6 +19,7 @@ from bastion.gateway.api.routes import (
     audit,
     detector,
     health,
+    operators,
     policies,
     revocations,
     sessions,
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
 
     app = FastAPI(title="bastion", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
-    for module in (sessions, health, agents, tools, audit, revocations, policies, approvals, detector):
+    for module in (sessions, health, agents, tools, audit, revocations, policies, approvals, detector,
+                   operators):
         app.include_router(module.router)  # sessions first: FastAPI tries the routers in order on every request
     app.add_route("/mcp", mcp, include_in_schema=False)
     install_openapi(app)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from bastion.gateway.agents.admin import AgentAdmin, AgentChanges
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep
 from bastion.gateway.api.problems import Problem
+from bastion.gateway.audit import AuditEntry
 from bastion.gateway.db.tables import Principal
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -91,10 +92,11 @@ def _label_filter(label: list[str]) -> dict[str, str]:
 
 
 @router.post("", status_code=201, response_model=AgentCreated)
-async def create_agent(body: AgentCreate, _admin_principal: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
+async def create_agent(body: AgentCreate, admin: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
     """Create an agent and return its API key once."""
     row, key = await asyncio.to_thread(gateway.principals.create_agent, body.name, body.roles, body.labels,
                                        body.tenant)
+    await _audit(gateway, "agent_created", row.id, admin.id, {"name": row.name, "roles": row.roles})
     return AgentCreated(**AgentPublic.of(row).model_dump(), api_key=key)
 
 
@@ -142,13 +144,14 @@ async def enable_agent(agent_id: AgentId, admin: AdminPrincipal, gateway: Gatewa
 
 
 @router.post("/{agent_id}/rotate-key", response_model=AgentCreated)
-async def rotate_key(agent_id: AgentId, _admin_principal: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
+async def rotate_key(agent_id: AgentId, admin: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
     """Issue a new API key for the agent; the old key stops working at once. The new key is shown once."""
     rotated = await asyncio.to_thread(_admin(gateway).rotate_key, agent_id)
     if rotated is None:
         raise _unknown(agent_id)
     gateway.principals.forget(agent_id)
     row, key = rotated
+    await _audit(gateway, "agent_key_rotated", agent_id, admin.id, {"key_prefix": row.key_prefix})
     return AgentCreated(**AgentPublic.of(row).model_dump(), api_key=key)
 
 
@@ -157,6 +160,12 @@ async def _apply(agent_id: str, changes: AgentChanges, admin_id: str, gateway: G
     if row is None:
         raise _unknown(agent_id)
     gateway.principals.forget(agent_id)
+    await _audit(gateway, "agent_changed", agent_id, admin_id,
+                 {name: value for name, value in vars(changes).items() if value is not None})
     if changes.disabled:
         await gateway.lifecycle.end_all_of(agent_id, admin_id)
     return AgentPublic.of(row)
+
+
+async def _audit(gateway: GatewayDep, kind: str, agent_id: str, by: str, result: dict[str, object]) -> None:
+    await gateway.audit.append_async([AuditEntry(kind=kind, agent_id=agent_id, result={"by": by, **result})])
