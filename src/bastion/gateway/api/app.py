@@ -25,6 +25,7 @@ from bastion.gateway.api.routes import (
     sessions,
     tools,
 )
+from bastion.gateway.console.app import install_console
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.settings import Settings
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
                    operators):
         app.include_router(module.router)  # sessions first: FastAPI tries the routers in order on every request
     app.add_route("/mcp", mcp, include_in_schema=False)
+    install_console(app)
     install_openapi(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
     app.add_middleware(FreshLogContext)

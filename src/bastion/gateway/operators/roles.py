@@ -18,7 +18,8 @@ calls; author policy (upload, test, shadow, activate, roll back); admin (all of 
 
 _RESPONDER_PATHS = ("/v1/revocations", "/v1/detector/annotations", "/v1/detector/suppressions",
                     "/v1/detector/risk", "/v1/detector/responses", "/v1/agents/{agent_id}/disable",
-                    "/v1/agents/{agent_id}/enable", "/v1/agents/{agent_id}/rotate-key")
+                    "/v1/agents/{agent_id}/enable", "/v1/agents/{agent_id}/rotate-key",
+                    "/console/sessions/{session_id}/end")
 
 CAPABILITY_TITLES: dict[Capability, str] = {
     "read": "read access", "respond": "the responder role", "approve": "the approver role",
