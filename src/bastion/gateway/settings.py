@@ -110,6 +110,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"BASTION_TRUSTED_PROXIES: {entry!r} is not an IP address or network; list "
                                  'your reverse proxies\' addresses, like ["10.0.0.5", "10.1.0.0/16"]') from None
         return entries
+    console_session_ttl_s: float = Field(default=1800.0, gt=0, le=12 * 3600.0)
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":

@@ -22,11 +22,13 @@ from bastion.gateway.api.routes import (
     detector,
     health,
     metrics,
+    operators,
     policies,
     revocations,
     sessions,
     tools,
 )
+from bastion.gateway.console.app import install_console
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.settings import Settings
 
@@ -62,10 +64,12 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
 
     app = FastAPI(title="bastion", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
-    for module in (sessions, health, metrics, agents, tools, audit, revocations, policies, approvals, detector):
+    for module in (sessions, health, metrics, agents, tools, audit, revocations, policies, approvals, detector,
+                   operators):
         app.include_router(module.router)  # sessions first: FastAPI tries the routers in order on every request
     app.include_router(resource_metadata_router(settings))
     app.add_route("/mcp", mcp, include_in_schema=False)
+    install_console(app)
     install_openapi(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
     app.add_middleware(FreshLogContext)
