@@ -96,9 +96,9 @@ def session_containers_removed(client: docker.DockerClient, session_id: str, wit
     its container is removed right after, in the background."""
     labels = {"label": f"bastion.session={session_id}"}
     deadline = time.monotonic() + within_s
-    while client.containers.list(all=True, filters=labels) and time.monotonic() < deadline:
+    while client.containers.list(all=True, filters=labels, ignore_removed=True) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not client.containers.list(all=True, filters=labels)
+    return not client.containers.list(all=True, filters=labels, ignore_removed=True)
 
 
 def tempfile_short(prefix: str) -> str:

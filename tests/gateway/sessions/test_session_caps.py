@@ -17,6 +17,7 @@ from bastion.gateway.db.tables import SandboxSession
 from bastion.gateway.sessions.caps import Holdings
 from bastion.gateway.sessions.store import SessionStore
 from bastion.policy.bundle import default_bundle_dir
+from bastion.policy.validation import data_errors
 from tests.support.gateways import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 
@@ -43,6 +44,16 @@ def test_live_sessions_are_counted_per_agent_and_tenant_in_the_database(engine: 
                                     limits={"memory_mb": memory_mb, "cpus": 1.0, "pids": 128}))
     held, of_tenant, live = store.holdings(agent.id, "acme")
     assert (held, of_tenant, sorted(live)) == (Holdings(2, 384), Holdings(3, 448), ["ses_0", "ses_1"])
+
+
+def test_a_bundle_with_malformed_session_caps_is_refused_on_upload() -> None:
+    def errors(caps: object) -> list[str]:
+        return [error.message for error in data_errors({"bastion": {"config": {"session_caps": caps}}})]
+
+    assert errors({"per_agent": 4, "memory_mb_per_tenant": None, "by_tenant": {"acme": {"per_tenant": 9}}}) == []
+    assert any("per_agent" in message for message in errors({"per_agent": 0}))
+    assert any("memory_mb_per_agent" in message for message in errors({"memory_mb_per_agent": "lots"}))
+    assert any("acme" in message for message in errors({"by_tenant": {"acme": {"per_agnet": 3}}}))
 
 
 @pytest.fixture(scope="module")
