@@ -12,8 +12,6 @@ from bastion.gateway.db.tables import Principal, SandboxSession, utcnow
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.sessions.caps import Holdings
 
-LIVE_STATUSES = ("starting", "active")
-
 
 @dataclass
 class LiveSession:
@@ -113,12 +111,12 @@ class SessionStore:
             return list(db.exec(query))
 
     def holdings(self, agent_id: str, tenant: str) -> tuple[Holdings, Holdings, list[str]]:
-        """What the live sessions of an agent and of its tenant hold (across every gateway on this database), and
+        """What the active sessions of an agent and of its tenant hold (across every gateway on this database), and
         the ids of the agent's."""
         with Session(self._engine) as db:
             rows = db.exec(select(SandboxSession.id, SandboxSession.agent_id, SandboxSession.limits)
                            .join(Principal, col(Principal.id) == col(SandboxSession.agent_id))
-                           .where(Principal.tenant == tenant, col(SandboxSession.status).in_(LIVE_STATUSES))).all()
+                           .where(Principal.tenant == tenant, col(SandboxSession.status) == "active")).all()
         own = [(session_id, limits) for session_id, owner, limits in rows if owner == agent_id]
         return (Holdings(len(own), sum(float(limits.get("memory_mb", 0)) for _, limits in own)),
                 Holdings(len(rows), sum(float(limits.get("memory_mb", 0)) for _, _, limits in rows)),

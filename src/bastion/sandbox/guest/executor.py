@@ -136,7 +136,8 @@ def kill_group(pgid: int) -> None:
 
 
 def process_table(pids: list[int]) -> dict[int, tuple[int, bool]]:
-    """Those processes that still exist: pid -> (parent pid, still alive: not a zombie or dead)."""
+    """Those processes that still exist: pid -> (parent pid, still alive: not a zombie or dead, or a zombie whose
+    other threads still run, as after the main thread's pthread_exit)."""
     table: dict[int, tuple[int, bool]] = {}
     for pid in pids:
         try:
@@ -145,7 +146,7 @@ def process_table(pids: list[int]) -> dict[int, tuple[int, bool]]:
         except OSError:
             continue
         fields = line[line.rindex(b")") + 2 :].split()
-        table[pid] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x"))
+        table[pid] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x") or int(fields[17]) > 1)
     return table
 
 
