@@ -175,13 +175,22 @@ class CallPipeline:
         decide_ns = time.perf_counter_ns() - decide_started
         redacted_input, redacted_decision, secrets = self.redactor.redact_decision(
             decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
-        await self._append(AuditEntry(
-            kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
-            tool=tool.name, allow=decision.allow, reasons=redacted_decision["reasons"], path=DECISION_PATH,
-            input=redacted_input, result=redacted_decision, policy_revision=decision.revision,
-            risk=decision_input.context.risk,
-            metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
-        ), call_id, committed=decision.allow)
+        try:
+            await self._append(AuditEntry(
+                kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+                tool=tool.name, allow=decision.allow, reasons=redacted_decision["reasons"], path=DECISION_PATH,
+                input=redacted_input, result=redacted_decision, policy_revision=decision.revision,
+                risk=decision_input.context.risk,
+                metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
+            ), call_id, committed=decision.allow)
+        except asyncio.CancelledError:
+            if decision.allow:
+                await asyncio.shield(self._append(AuditEntry(
+                    kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id,
+                    session_id=session.id, tool=tool.name, allow=True,
+                    reasons=["cancelled before it ran: the client went away"],
+                    result={"error": "cancelled", "duration_ms": 0.0}, policy_revision=decision.revision), call_id))
+            raise
         self.facts.record(principal.id, session.id, tool.name, decision.allow, redacted_input.get("args") or {})
         try:
             await self.shadow.record_shadow(call_id, principal.id, tool.name, decision_input, decision)
