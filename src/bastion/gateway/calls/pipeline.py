@@ -228,13 +228,13 @@ class CallPipeline:
         if obligations.limits is not None and obligations.limits.max_output_bytes is not None:
             output_cap = min(output_cap, obligations.limits.max_output_bytes)
         request = tool.to_request(args, self._timeout(args, decision, tool), output_cap)
-        request.call_id = call_id
+        request.call_id, request.files = call_id, dict(tool.files)
         if observer is not None:
             await observer.started(call_id, decision)
         started = time.perf_counter()
         try:
             with self.egress.granted(session.id, call_id, principal.id, tool.name, obligations.egress, tool.egress):
-                result = await self._run(session.id, tool, request, observer)
+                result = await self._run(session.id, request, observer)
         except asyncio.CancelledError:
             await asyncio.shield(self._append(AuditEntry(
                 kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
@@ -331,12 +331,7 @@ class CallPipeline:
                                     rates=rates),
         )
 
-    async def _run(self, session_id: str, tool: Tool, request: RunRequest, observer: CallObserver | None) -> RunResult:
-        for path, content in tool.files.items():
-            written = await self.sandbox.run(session_id, RunRequest(op="write", path=path, content=content,
-                                                                    image=tool.image))
-            if written.exit_code != 0:
-                raise SandboxError(f"could not write tool file {path!r}: {written.stderr.strip()}")
+    async def _run(self, session_id: str, request: RunRequest, observer: CallObserver | None) -> RunResult:
         if observer is None:
             return await self.sandbox.run(session_id, request)
         async for item in self.sandbox.run_stream(session_id, request):
