@@ -13,6 +13,7 @@ starts one), so a destination granted to one call is never reached by another pr
 import codecs
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import queue
@@ -385,6 +386,20 @@ def chunk_sender(link: "Link", request_id: object) -> Emit:
     return emit
 
 
+def changed_tool_file(verify: object) -> str | None:
+    """The first tool file (path: SHA-256) whose content is not what the gateway installed, read right before exec."""
+    if not isinstance(verify, dict):
+        return None
+    for path, digest in verify.items():
+        try:
+            with open(path, "rb") as file:
+                if hashlib.sha256(file.read()).hexdigest() != digest:
+                    return path
+        except OSError:
+            return path
+    return None
+
+
 def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
     """Run one process in /workspace in a new session; whatever it leaves behind dies with it."""
     argv = request.get("argv")
@@ -393,6 +408,11 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
     stdin_text = request.get("stdin")
     timeout = float(request.get("timeout_s", 10.0))
     cap = int(request.get("max_output_bytes", 65536))
+    changed = changed_tool_file(request.get("verify"))
+    if changed is not None:
+        return failure(126, f"{changed}: the tool file does not hold what was installed (digest mismatch); "
+                            "nothing was run")
+    tool_dir = request.get("tool_dir")
     oom_before = OOM_KILLS.read()
     started = time.monotonic()
     try:
@@ -402,7 +422,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=WORKSPACE,
-            env=CHILD_ENV,
+            env={**CHILD_ENV, "BASTION_TOOL_DIR": tool_dir} if isinstance(tool_dir, str) else CHILD_ENV,
             start_new_session=True,
         )
     except FileNotFoundError:
