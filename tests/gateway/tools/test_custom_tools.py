@@ -263,12 +263,27 @@ def test_tool_files_are_rewritten_before_each_call(client: httpx.Client, registe
     ({"files": {"/etc/x": "x"}}, "invalid-tool-definition", "relative path"),
     ({"risk": "extreme"}, "invalid-request", "risk"),
     ({"egress": ["not a host"]}, "invalid-request", "host"),
+    ({"name": "billing.send_money\n"}, "invalid-tool-definition", "newline"),
+    ({"name": "shell.run\n"}, "invalid-tool-definition", "newline"),
+    ({"name": "a." + "b" * 127}, "invalid-request", "128"),
+    ({"egress": ["pypi.org\n"]}, "invalid-request", "host"),
+    ({"image": "python:3\n"}, "invalid-request", "image"),
 ])
 def test_bad_definitions_get_specific_problems(client: httpx.Client, tools_gateway: RunningGateway,
                                                change: dict, kind: str, text: str) -> None:
     response = client.post("/v1/tools", json={**PAY_TOOL, **change}, headers=tools_gateway.admin)
     assert response.status_code in {409, 422}, response.text
     assert response.json()["type"].endswith(f"/{kind}") and text in response.json()["detail"]
+
+
+def test_names_as_long_as_mcp_allows_register_and_run(client: httpx.Client, tools_gateway: RunningGateway) -> None:
+    """A name part may be 128 characters and a whole name 128 (MCP's limit), stored and listed as such."""
+    for name in ("restaurants.get_rating_reviews_for_restaurants", "x" * 64 + "." + "y" * 63):
+        registered = client.post("/v1/tools", json={**ECHO_TOOL, "name": name}, headers=tools_gateway.admin)
+        assert registered.status_code == 201, registered.text
+        assert client.get(f"/v1/tools/{name}", headers=tools_gateway.admin).json()["name"] == name
+        assert name in {tool["name"] for tool in client.get("/v1/tools", headers=tools_gateway.admin).json()["tools"]}
+        assert client.delete(f"/v1/tools/{name}", headers=tools_gateway.admin).status_code == 204
 
 
 def test_only_admins_register_and_retire_tools(client: httpx.Client, registered: dict[str, dict],

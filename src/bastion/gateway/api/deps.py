@@ -1,5 +1,6 @@
 """Request dependencies as `Annotated` aliases, so a route's signature says what it needs."""
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -9,6 +10,8 @@ from fastapi import Depends, Request
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.api.problems import Problem
 from bastion.gateway.gateway import Gateway
+from bastion.gateway.operators.roles import CAPABILITY_TITLES, may, required_capability
+from bastion.gateway.operators.store import OPERATOR_KEY_PREFIX, OperatorStore
 from bastion.gateway.sessions.store import LiveSession
 
 
@@ -45,7 +48,12 @@ async def get_principal(request: Request) -> PrincipalView:
     if scheme.lower() != "bearer" or not key.strip():
         raise Problem(401, "unauthenticated", "Malformed credentials",
                       "The Authorization header must be 'Bearer <key>'.", headers=_CHALLENGE)
-    principal = await gateway_of(request).principals.authenticate(key.strip())
+    key = key.strip()
+    gateway = gateway_of(request)
+    if key.startswith(OPERATOR_KEY_PREFIX):
+        principal = await asyncio.to_thread(OperatorStore(gateway.database).by_key, key)
+    else:
+        principal = await gateway.principals.authenticate(key)
     if principal is None:
         raise Problem(401, "unauthenticated", "Unknown API key",
                       "This API key is not valid. Check it, or ask an admin for a new agent key.",
@@ -70,12 +78,29 @@ def agent_only(principal: PrincipalView) -> PrincipalView:
     return principal
 
 
-async def get_admin(principal: Annotated[PrincipalView, Depends(get_principal)]) -> PrincipalView:
-    """The calling admin, or 403."""
-    if principal.kind != "admin":
+async def get_admin(request: Request, principal: Annotated[PrincipalView, Depends(get_principal)]) -> PrincipalView:
+    """The calling admin or operator whose role allows this route, or 403."""
+    return authorize_admin(principal, request.method, _route_path(request))
+
+
+def authorize_admin(principal: PrincipalView, method: str, route_path: str) -> PrincipalView:
+    """`principal` if it is the admin, or an operator whose role grants what `method route_path` needs; else 403."""
+    if principal.kind not in ("admin", "operator"):
         raise Problem(403, "admin-key-required", "Admin key required",
-                      "This route needs the admin key (BASTION_ADMIN_KEY, or the one printed at first start).")
+                      "This route needs an operator key (bastion operators create) or the admin key "
+                      "(BASTION_ADMIN_KEY, or the one printed at first start).")
+    needed = required_capability(method, route_path)
+    if not may(principal.roles, needed):
+        raise Problem(403, "role-forbidden", "Role does not allow this",
+                      f"Operator {principal.name!r} has the role {', '.join(principal.roles)}; {method} {route_path} "
+                      f"needs {CAPABILITY_TITLES[needed]}. Ask an admin for that role or have such an operator do it.",
+                      needed=needed)
     return principal
+
+
+def _route_path(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", request.url.path)
 
 
 CurrentPrincipal = Annotated[PrincipalView, Depends(get_principal)]

@@ -1,4 +1,4 @@
-"""SQLModel tables: principals, sessions, audit records, revocations, policy versions and approvals."""
+"""SQLModel tables: principals, sessions, audit records, revocations, policy versions, approvals and operators."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -211,7 +211,7 @@ class CustomToolVersion(SQLModel, table=True):
 
     __tablename__ = "custom_tools"
 
-    name: str = Field(primary_key=True, max_length=64)
+    name: str = Field(primary_key=True, max_length=128)
     version: int = Field(primary_key=True)
     description: str
     input_schema: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -269,3 +269,31 @@ class DetectorAnnotation(SQLModel, table=True):
     note: str | None = None
     created_by: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Operator(SQLModel, table=True):
+    """A named person who runs bastion, with one role; a password (scrypt) and/or a key (SHA-256) signs them in."""
+
+    __tablename__ = "operators"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(max_length=32)
+    password_hash: str | None = Field(default=None, max_length=200)
+    key_hash: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    key_prefix: str | None = Field(default=None, max_length=16)
+    disabled: bool = False
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A console sign-in: the SHA-256 of its cookie, who signed in, its CSRF token, and when it expires."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    principal_id: str = Field(max_length=80, index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime

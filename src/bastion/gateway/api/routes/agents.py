@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, StringConstraints
 
 from bastion.gateway.agents.admin import AgentAdmin, AgentChanges
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep
 from bastion.gateway.api.problems import Problem
 from bastion.gateway.db.tables import Principal
@@ -91,10 +92,13 @@ def _label_filter(label: list[str]) -> dict[str, str]:
 
 
 @router.post("", status_code=201, response_model=AgentCreated)
-async def create_agent(body: AgentCreate, _admin_principal: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
+async def create_agent(body: AgentCreate, admin: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
     """Create an agent and return its API key once."""
     row, key = await asyncio.to_thread(gateway.principals.create_agent, body.name, body.roles, body.labels,
                                        body.tenant)
+    await record_admin_act(gateway, "agent_created", admin.id,
+                           {"name": row.name, "tenant": row.tenant, "roles": row.roles, "labels": row.labels,
+                            "key_prefix": row.key_prefix}, agent_id=row.id)
     return AgentCreated(**AgentPublic.of(row).model_dump(), api_key=key)
 
 
@@ -142,21 +146,32 @@ async def enable_agent(agent_id: AgentId, admin: AdminPrincipal, gateway: Gatewa
 
 
 @router.post("/{agent_id}/rotate-key", response_model=AgentCreated)
-async def rotate_key(agent_id: AgentId, _admin_principal: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
+async def rotate_key(agent_id: AgentId, admin: AdminPrincipal, gateway: GatewayDep) -> AgentCreated:
     """Issue a new API key for the agent; the old key stops working at once. The new key is shown once."""
     rotated = await asyncio.to_thread(_admin(gateway).rotate_key, agent_id)
     if rotated is None:
         raise _unknown(agent_id)
     gateway.principals.forget(agent_id)
     row, key = rotated
+    await record_admin_act(gateway, "agent_key_rotated", admin.id, {"key_prefix": row.key_prefix}, agent_id=row.id)
     return AgentCreated(**AgentPublic.of(row).model_dump(), api_key=key)
 
 
 async def _apply(agent_id: str, changes: AgentChanges, admin_id: str, gateway: GatewayDep) -> AgentPublic:
-    row = await asyncio.to_thread(_admin(gateway).update, agent_id, changes)
-    if row is None:
+    updated = await asyncio.to_thread(_admin(gateway).update, agent_id, changes)
+    if updated is None:
         raise _unknown(agent_id)
+    row, changed = updated
     gateway.principals.forget(agent_id)
+    if changed:
+        await record_admin_act(gateway, _act_of(changed), admin_id, {"changes": changed}, agent_id=agent_id)
     if changes.disabled:
         await gateway.lifecycle.end_all_of(agent_id, admin_id)
     return AgentPublic.of(row)
+
+
+def _act_of(changed: dict[str, dict[str, object]]) -> str:
+    """agent_disabled or agent_enabled when that is all that changed, agent_changed otherwise."""
+    if set(changed) == {"disabled"}:
+        return "agent_disabled" if changed["disabled"]["to"] else "agent_enabled"
+    return "agent_changed"

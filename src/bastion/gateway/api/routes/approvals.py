@@ -71,7 +71,7 @@ async def list_approvals(_admin: AdminPrincipal, gateway: GatewayDep, status: St
 async def get_approval(approval_id: str, principal: CurrentPrincipal, gateway: GatewayDep) -> ApprovalPublic:
     """One approval: for an admin, or for the agent whose call it holds."""
     row = await asyncio.to_thread(gateway.approvals.get, approval_id)
-    if row is None or (principal.kind != "admin" and row.agent_id != principal.id):
+    if row is None or (principal.kind not in ("admin", "operator") and row.agent_id != principal.id):
         raise Problem(404, "unknown-approval", "Unknown approval", f"No approval {approval_id!r} of yours.")
     return (await _public(gateway, [row]))[0]
 
