@@ -66,6 +66,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics
+         * @description Calls and decisions by outcome, per-stage latency histograms, audit queue depth, detector lag and batch
+         *     sizes, warm-pool fill and revocations, for Prometheus to scrape (no authentication, like `/readyz`).
+         */
+        get: operations["metrics_metrics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/readyz": {
         parameters: {
             query?: never;
@@ -76,7 +97,8 @@ export interface paths {
         /**
          * Readyz
          * @description Ready only when the policy engine, the database and the Docker engine answer and the detector judges every event;
-         *     also shows the warm pool and the detector's scoring failures.
+         *     also shows which policy engine decides (opa, regocpp or remote), the warm pool and the detector's scoring
+         *     failures.
          */
         get: operations["readyz_readyz_get"];
         put?: never;
@@ -589,6 +611,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/operators": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Operators
+         * @description Every operator, oldest first.
+         */
+        get: operations["list_operators_v1_operators_get"];
+        put?: never;
+        /**
+         * Create Operator
+         * @description Create an operator; their key (if asked for) is shown once.
+         */
+        post: operations["create_operator_v1_operators_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/operators/{name}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Disable Operator
+         * @description Disable an operator: their key and password are refused from now on, their console sessions end.
+         */
+        post: operations["disable_operator_v1_operators__name__disable_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies": {
         parameters: {
             query?: never;
@@ -622,7 +688,7 @@ export interface paths {
         };
         /**
          * Diff Policies
-         * @description Unified diffs of every file that differs between versions `a` and `b`.
+         * @description Unified diffs of every file that differs between versions `a` and `b` (0: the bundled default).
          */
         get: operations["diff_policies_v1_policies_diff_get"];
         put?: never;
@@ -1409,6 +1475,7 @@ export interface components {
          *       "result": {
          *         "duration_ms": 12.4,
          *         "exit_code": 0,
+         *         "killed_processes": 0,
          *         "oom_killed": false,
          *         "seccomp_killed": false,
          *         "stderr": "",
@@ -1572,6 +1639,84 @@ export interface components {
              * @enum {string}
              */
             mode: "enforce" | "monitor";
+        };
+        /**
+         * OperatorCreate
+         * @description A new operator: a name, one role, and a password (for the console), a key (for the API and CLI), or both.
+         * @example {
+         *       "name": "alice",
+         *       "password": "correct horse battery",
+         *       "role": "approver",
+         *       "with_key": true
+         *     }
+         */
+        OperatorCreate: {
+            /** Name */
+            name: string;
+            /** Password */
+            password?: string | null;
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "viewer" | "responder" | "approver" | "policy-author" | "admin";
+            /**
+             * With Key
+             * @default false
+             */
+            with_key: boolean;
+        };
+        /**
+         * OperatorCreated
+         * @description The new operator and their key, shown only in this answer (None when they got only a password).
+         */
+        OperatorCreated: {
+            /** Actor */
+            actor: string;
+            /** Api Key */
+            api_key: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Created By */
+            created_by: string;
+            /** Disabled */
+            disabled: boolean;
+            /** Has Password */
+            has_password: boolean;
+            /** Key Prefix */
+            key_prefix: string | null;
+            /** Name */
+            name: string;
+            /** Role */
+            role: string;
+        };
+        /**
+         * OperatorPublic
+         * @description An operator as the API shows it (no credential material beyond the key's first characters).
+         */
+        OperatorPublic: {
+            /** Actor */
+            actor: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Created By */
+            created_by: string;
+            /** Disabled */
+            disabled: boolean;
+            /** Has Password */
+            has_password: boolean;
+            /** Key Prefix */
+            key_prefix: string | null;
+            /** Name */
+            name: string;
+            /** Role */
+            role: string;
         };
         /**
          * PolicyListing
@@ -1790,6 +1935,7 @@ export interface components {
          * @example {
          *       "duration_ms": 12.4,
          *       "exit_code": 0,
+         *       "killed_processes": 0,
          *       "oom_killed": false,
          *       "seccomp_killed": false,
          *       "stderr": "",
@@ -1807,6 +1953,12 @@ export interface components {
             duration_ms: number;
             /** Exit Code */
             exit_code: number;
+            /**
+             * Killed Processes
+             * @description Processes the call left running (detached, daemonized, re-parented to init) that the sandbox killed when it ended.
+             * @default 0
+             */
+            killed_processes: number;
             /**
              * Oom Killed
              * @default false
@@ -2471,6 +2623,43 @@ export interface operations {
                     "application/json": {
                         [key: string]: string;
                     };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The gateway failed unexpectedly; nothing was run. Check the gateway log.",
+                     *       "status": 500,
+                     *       "title": "Internal error",
+                     *       "type": "https://bastion.dev/problems/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    metrics_metrics_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Prometheus text format */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=1.0.0; charset=utf-8": unknown;
                 };
             };
             /** @description Internal error */
@@ -6468,6 +6657,406 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Unknown session",
                      *       "type": "https://bastion.dev/problems/unknown-session"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid tool arguments */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "Arguments for shell.run do not match its schema: args.command: 5 is not of type 'string'",
+                     *       "errors": [
+                     *         {
+                     *           "field": "args.command",
+                     *           "message": "5 is not of type 'string'"
+                     *         }
+                     *       ],
+                     *       "status": 422,
+                     *       "title": "Invalid tool arguments",
+                     *       "tool": "shell.run",
+                     *       "type": "https://bastion.dev/problems/invalid-arguments"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The gateway failed unexpectedly; nothing was run. Check the gateway log.",
+                     *       "status": 500,
+                     *       "title": "Internal error",
+                     *       "type": "https://bastion.dev/problems/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_operators_v1_operators_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OperatorPublic"][];
+                };
+            };
+            /** @description Missing credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "Send your API key as 'Authorization: Bearer <key>'.",
+                     *       "status": 401,
+                     *       "title": "Missing credentials",
+                     *       "type": "https://bastion.dev/problems/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Call denied by policy */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "call_id": "call_9a8b7c6d5e4f3a2b",
+                     *       "detail": "Policy denied this call: tool \"shell.run\" is not granted to roles [\"reader\"]",
+                     *       "reasons": [
+                     *         "tool \"shell.run\" is not granted to roles [\"reader\"]"
+                     *       ],
+                     *       "status": 403,
+                     *       "title": "Call denied by policy",
+                     *       "type": "https://bastion.dev/problems/denied"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The gateway failed unexpectedly; nothing was run. Check the gateway log.",
+                     *       "status": 500,
+                     *       "title": "Internal error",
+                     *       "type": "https://bastion.dev/problems/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_operator_v1_operators_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OperatorCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OperatorCreated"];
+                };
+            };
+            /** @description Malformed JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The request body is not valid JSON (Expecting value at line 1, column 9). Send a JSON object with Content-Type: application/json.",
+                     *       "status": 400,
+                     *       "title": "Malformed JSON",
+                     *       "type": "https://bastion.dev/problems/malformed-json"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "Send your API key as 'Authorization: Bearer <key>'.",
+                     *       "status": 401,
+                     *       "title": "Missing credentials",
+                     *       "type": "https://bastion.dev/problems/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Call denied by policy */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "call_id": "call_9a8b7c6d5e4f3a2b",
+                     *       "detail": "Policy denied this call: tool \"shell.run\" is not granted to roles [\"reader\"]",
+                     *       "reasons": [
+                     *         "tool \"shell.run\" is not granted to roles [\"reader\"]"
+                     *       ],
+                     *       "status": 403,
+                     *       "title": "Call denied by policy",
+                     *       "type": "https://bastion.dev/problems/denied"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The request body (5242880 bytes) exceeds the gateway's limit of 4194304 bytes (BASTION_MAX_BODY_BYTES).",
+                     *       "limit_bytes": 4194304,
+                     *       "status": 413,
+                     *       "title": "Request body too large",
+                     *       "type": "https://bastion.dev/problems/body-too-large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "This API reads JSON bodies only (Content-Type was 'text/plain'). Send the body with Content-Type: application/json.",
+                     *       "status": 415,
+                     *       "title": "Unsupported media type",
+                     *       "type": "https://bastion.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid tool arguments */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "Arguments for shell.run do not match its schema: args.command: 5 is not of type 'string'",
+                     *       "errors": [
+                     *         {
+                     *           "field": "args.command",
+                     *           "message": "5 is not of type 'string'"
+                     *         }
+                     *       ],
+                     *       "status": 422,
+                     *       "title": "Invalid tool arguments",
+                     *       "tool": "shell.run",
+                     *       "type": "https://bastion.dev/problems/invalid-arguments"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The gateway failed unexpectedly; nothing was run. Check the gateway log.",
+                     *       "status": 500,
+                     *       "title": "Internal error",
+                     *       "type": "https://bastion.dev/problems/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    disable_operator_v1_operators__name__disable_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OperatorPublic"];
+                };
+            };
+            /** @description Malformed JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The request body is not valid JSON (Expecting value at line 1, column 9). Send a JSON object with Content-Type: application/json.",
+                     *       "status": 400,
+                     *       "title": "Malformed JSON",
+                     *       "type": "https://bastion.dev/problems/malformed-json"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "Send your API key as 'Authorization: Bearer <key>'.",
+                     *       "status": 401,
+                     *       "title": "Missing credentials",
+                     *       "type": "https://bastion.dev/problems/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Call denied by policy */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "call_id": "call_9a8b7c6d5e4f3a2b",
+                     *       "detail": "Policy denied this call: tool \"shell.run\" is not granted to roles [\"reader\"]",
+                     *       "reasons": [
+                     *         "tool \"shell.run\" is not granted to roles [\"reader\"]"
+                     *       ],
+                     *       "status": 403,
+                     *       "title": "Call denied by policy",
+                     *       "type": "https://bastion.dev/problems/denied"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown session */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "No session 'ses_0000' belongs to this agent. Create one with POST /v1/sessions.",
+                     *       "status": 404,
+                     *       "title": "Unknown session",
+                     *       "type": "https://bastion.dev/problems/unknown-session"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The request body (5242880 bytes) exceeds the gateway's limit of 4194304 bytes (BASTION_MAX_BODY_BYTES).",
+                     *       "limit_bytes": 4194304,
+                     *       "status": 413,
+                     *       "title": "Request body too large",
+                     *       "type": "https://bastion.dev/problems/body-too-large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "This API reads JSON bodies only (Content-Type was 'text/plain'). Send the body with Content-Type: application/json.",
+                     *       "status": 415,
+                     *       "title": "Unsupported media type",
+                     *       "type": "https://bastion.dev/problems/unsupported-media-type"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
