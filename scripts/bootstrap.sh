@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0 setup=1
+OPA_BINDINGS_VERSION=0.4.4
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
@@ -41,6 +42,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ clients/python/pypr
   else
     .venv/bin/pip install --quiet -e clients/python -e .
   fi
+  # OPA's own evaluator (OPA v1.20.2's rego package behind ctypes), the default policy engine. Its metadata asks
+  # for Python 3.14 but nothing in it needs it, so it is installed here, pinned exactly, not as a dependency that
+  # would break `pip install` on 3.11; without it bastion falls back to rego-cpp.
+  .venv/bin/pip install --quiet --ignore-requires-python "opa-golib-python-bindings==$OPA_BINDINGS_VERSION"
   touch "$stamp"
 fi
 [ "$dev" = 1 ] && scripts/ensure-chromium.sh

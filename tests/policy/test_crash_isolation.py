@@ -1,5 +1,6 @@
-"""Crash isolation of the supervised engine: rego-cpp crashes and overruns cost one denied decision, never the
-caller; the pool restarts, revocations are never served stale, the shadow slot decides beside the active one."""
+"""Crash isolation of the supervised engine, on OPA's evaluator and on rego-cpp: crashes and overruns cost one denied
+decision, never the caller; the pool restarts, revocations are never served stale, the shadow slot decides beside
+the active one. The crashes are rego-cpp's (OPA's evaluator answers those policies)."""
 
 import json
 from collections.abc import Iterator
@@ -40,11 +41,18 @@ decision := {{"allow": false, "reasons": ["slow"], "obligations": {{}}}} if {{
 """
 
 
-@pytest.fixture
-def engine() -> Iterator[SupervisedRegoEngine]:
+@pytest.fixture(params=["opa", "regocpp"])
+def engine(request: pytest.FixtureRequest) -> Iterator[SupervisedRegoEngine]:
     """A supervised engine on the default bundle with one evaluator (so a crash leaves none) and a budget wide
     enough that a busy machine never turns a crash into an overrun."""
-    with SupervisedRegoEngine(load_default_bundle(), workers=1, budget_s=5) as supervised:
+    with SupervisedRegoEngine(load_default_bundle(), workers=1, budget_s=5, engine=request.param) as supervised:
+        yield supervised
+
+
+@pytest.fixture
+def regocpp() -> Iterator[SupervisedRegoEngine]:
+    """The `engine` fixture on rego-cpp, whose crashes these tests contain."""
+    with SupervisedRegoEngine(load_default_bundle(), workers=1, budget_s=5, engine="regocpp") as supervised:
         yield supervised
 
 
@@ -58,7 +66,8 @@ def test_supervised_engine_decides_exactly_like_the_default_policy(engine: Super
 
 
 def test_the_issue_repro_crashing_the_compiler_is_refused_and_the_old_policy_stays(
-        engine: SupervisedRegoEngine) -> None:
+        regocpp: SupervisedRegoEngine) -> None:
+    engine = regocpp
     revision, pids = engine.revision, engine.pids
     with pytest.raises(PolicyCompileError, match=r"evaluator crashed \(SIGABRT\).*policy in force is unchanged"):
         engine.load(PolicyBundle(modules={"p.rego": REPRO_P, "authz.rego": REPRO_DECISION}))
@@ -67,7 +76,18 @@ def test_the_issue_repro_crashing_the_compiler_is_refused_and_the_old_policy_sta
         'path "/etc/passwd" is outside /workspace']
 
 
-def test_a_segfault_while_deciding_denies_that_call_and_the_evaluator_restarts(engine: SupervisedRegoEngine) -> None:
+def test_opa_decides_the_policies_that_crash_rego_cpp() -> None:
+    with SupervisedRegoEngine(PolicyBundle(modules={"p.rego": REPRO_P, "authz.rego": REPRO_DECISION}),
+                              workers=1, engine="opa") as engine:
+        assert engine.decide(call("fs.read", {"path": "a"})).allow
+        engine.load(PolicyBundle(modules={"authz.rego": STACK_SMASH}))
+        assert engine.decide(call("shell.run", {"command": "ab" * 20000})).allow
+        assert engine.decide(call("shell.run", {"command": "ab" * 20000 + "c"})).reasons == ["ab-run"]
+        assert engine.restarts == 0
+
+
+def test_a_segfault_while_deciding_denies_that_call_and_the_evaluator_restarts(regocpp: SupervisedRegoEngine) -> None:
+    engine = regocpp
     engine.load(PolicyBundle(modules={"authz.rego": STACK_SMASH}))
     assert engine.decide(call("shell.run", {"command": "abc"})).reasons == ["ab-run"]
     before = engine.pids
@@ -83,8 +103,10 @@ def test_a_segfault_while_deciding_denies_that_call_and_the_evaluator_restarts(e
     assert engine.decide(call("shell.run", {"command": "abd"})).allow
 
 
-def test_a_decision_over_its_time_budget_is_denied_and_the_evaluator_replaced() -> None:
-    with SupervisedRegoEngine(PolicyBundle(modules={"authz.rego": SLOW}), workers=2, budget_s=0.3) as engine:
+@pytest.mark.parametrize("kind", ["opa", "regocpp"])
+def test_a_decision_over_its_time_budget_is_denied_and_the_evaluator_replaced(kind: str) -> None:
+    with SupervisedRegoEngine(PolicyBundle(modules={"authz.rego": SLOW}), workers=2, budget_s=0.3,
+                              engine=kind) as engine:
         slow = engine.decide(call("shell.run", {"command": "slow"}))
         assert slow.reasons == ["policy engine error: evaluation exceeded its time budget of 300 ms; "
                                 "evaluator restarted"]
@@ -92,8 +114,9 @@ def test_a_decision_over_its_time_budget_is_denied_and_the_evaluator_replaced() 
         assert engine.wait_ready(30) and engine.restarts == 1
 
 
-def test_revocations_reach_every_evaluator_and_the_cache_never_serves_them_stale() -> None:
-    with SupervisedRegoEngine(load_default_bundle(), workers=2) as engine:
+@pytest.mark.parametrize("kind", ["opa", "regocpp"])
+def test_revocations_reach_every_evaluator_and_the_cache_never_serves_them_stale(kind: str) -> None:
+    with SupervisedRegoEngine(load_default_bundle(), workers=2, engine=kind) as engine:
         fs_list = call("fs.list", {})
         assert engine.decide(fs_list).allow
         assert engine.decide(fs_list).allow
@@ -135,8 +158,7 @@ decision := {sudo} if input.tool.name == "fs.read"
         engine.load(PolicyBundle(modules={"authz.rego": HEADER + f"decision := {sudo}\n"}))
 
 
-def test_policies_cannot_read_the_gateways_environment(engine: SupervisedRegoEngine,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_policies_cannot_read_the_gateways_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BASTION_ADMIN_KEY", "must-not-leak")
     leak = HEADER + f"""default decision := {ALLOW}
 
@@ -144,21 +166,26 @@ decision := {{"allow": false, "reasons": [json.marshal(opa.runtime().env)], "obl
 \tinput.tool.name == "fs.read"
 }}
 """
-    with SupervisedRegoEngine(PolicyBundle(modules={"authz.rego": leak}), workers=1) as fresh:
+    with SupervisedRegoEngine(PolicyBundle(modules={"authz.rego": leak}), workers=1, engine="regocpp") as fresh:
         [reason] = fresh.decide(call("fs.read", {"path": "a"})).reasons
     assert "must-not-leak" not in reason and "BASTION_ADMIN_KEY" not in reason
     assert sorted(json.loads(reason)) == ["LC_ALL", "PATH", "PYTHONPATH"]
+    with pytest.raises(PolicyCompileError, match=r"authz\.rego:7:55: opa\.runtime is not available to policies"):
+        SupervisedRegoEngine(PolicyBundle(modules={"authz.rego": leak}), workers=1, engine="opa")
 
 
-def test_decisions_after_close_deny() -> None:
-    engine = SupervisedRegoEngine(load_default_bundle(), workers=1)
+@pytest.mark.parametrize("kind", ["opa", "regocpp"])
+def test_decisions_after_close_deny(kind: str) -> None:
+    engine = SupervisedRegoEngine(load_default_bundle(), workers=1, engine=kind)
     engine.close()
     decision = engine.decide(call("fs.list", {}))
     assert is_engine_error(decision) and decision.reasons == ["policy engine unavailable: the engine is closed"]
 
 
-def test_concurrent_decisions_with_revocation_churn_stay_correct() -> None:
-    with SupervisedRegoEngine(load_default_bundle(), workers=2, cache_size=0, queue_timeout_s=120) as engine:
+@pytest.mark.parametrize("kind", ["opa", "regocpp"])
+def test_concurrent_decisions_with_revocation_churn_stay_correct(kind: str) -> None:
+    with SupervisedRegoEngine(load_default_bundle(), workers=2, cache_size=0, queue_timeout_s=120,
+                              engine=kind) as engine:
         cases = [
             (call("fs.read", {"path": "a.txt"}), True, []),
             (call("shell.run", {"command": "curl x | sh"}), False,

@@ -16,10 +16,10 @@ from tests.support.policies import call
 FLOW_REASON = "command can send data out of the sandbox and this session has read a file under a secret directory"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[SupervisedRegoEngine]:
-    """The production engine (one evaluator process) on the shipped default bundle."""
-    with SupervisedRegoEngine(load_default_bundle(), workers=1) as supervised:
+@pytest.fixture(scope="module", params=["opa", "regocpp"])
+def engine(request: pytest.FixtureRequest) -> Iterator[SupervisedRegoEngine]:
+    """The production engine (one evaluator process) on the shipped default bundle, on each contained engine."""
+    with SupervisedRegoEngine(load_default_bundle(), workers=1, engine=request.param) as supervised:
         yield supervised
 
 
@@ -217,3 +217,25 @@ def test_runtime_limits_and_redactions_follow_the_call(engine: SupervisedRegoEng
     assert secret_write.obligations["redact"] == ["content"]
     assert engine.decide(call("fs.write", {"path": "notes.txt", "content": "x"})).obligations["redact"] == []
     assert parse_obligations(secret_write.obligations).limits is not None
+
+
+CRM = {"roles": {"assistant": {"tools": ["crm.lookup"], "max_timeout_s": 30, "egress": ["crm.example"]}}}
+
+
+def test_a_custom_tools_url_field_is_not_judged_by_the_builtin_tools_rules() -> None:
+    with engine_with(CRM) as custom:
+        decision = custom.decide(call("crm.lookup", {"url": "www.example.com"}, roles=("assistant",)))
+    assert decision.allow, decision.reasons
+
+
+def test_a_custom_tool_listed_in_the_egress_scope_has_its_destinations_judged() -> None:
+    bundle = load_default_bundle()
+    egress = copy.deepcopy(bundle.data["bastion"]["config"]["egress"])
+    egress["by_tool"] = {"crm.lookup": {"url": ["endpoint"], "host": ["server"]}}
+    with engine_with({**CRM, "egress": egress}) as custom:
+        assert custom.decide(call("crm.lookup", {"endpoint": "https://crm.example/x", "url": "www.example.com"},
+                                  roles=("assistant",))).allow
+        assert custom.decide(call("crm.lookup", {"endpoint": "crm.example"}, roles=("assistant",))).reasons == [
+            'endpoint "crm.example" is not an absolute URL with a host']
+        assert custom.decide(call("crm.lookup", {"server": "evil.example"}, roles=("assistant",))).reasons == [
+            'egress to "evil.example" is not in the allowlist of roles ["assistant"]']

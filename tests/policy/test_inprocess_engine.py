@@ -59,10 +59,10 @@ def test_bundle_directory_errors_say_what_is_wrong(tmp_path: Path) -> None:
         PolicyBundle.load(tmp_path)
     (tmp_path / "authz.rego").write_text(ALLOW_ALL)
     (tmp_path / "data.json").write_text("{not json")
-    with pytest.raises(PolicyBundleError, match=r"data.json is not valid JSON"):
+    with pytest.raises(PolicyBundleError, match=r"data\.json:1:2: not valid JSON"):
         PolicyBundle.load(tmp_path)
     (tmp_path / "data.json").write_text("[1, 2]")
-    with pytest.raises(PolicyBundleError, match="must hold a JSON object"):
+    with pytest.raises(PolicyBundleError, match="must hold an object, not list"):
         PolicyBundle.load(tmp_path)
 
 

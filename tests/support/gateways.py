@@ -14,6 +14,7 @@ import uvicorn
 
 from bastion.detector.types import Event
 from bastion.gateway.api.app import create_app
+from bastion.gateway.api.serving import forwarded_options
 from bastion.gateway.calls.pipeline import EventSink
 from bastion.gateway.settings import Settings
 
@@ -72,7 +73,7 @@ def serve_gateway(settings: Settings, freeze_heap: bool = False) -> RunningGatew
     """Start a gateway on a free loopback port and wait until it answers."""
     port = _free_port()
     config = uvicorn.Config(create_app(settings, freeze_heap=freeze_heap), host="127.0.0.1", port=port,
-                            log_level="warning")
+                            log_level="warning", **forwarded_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

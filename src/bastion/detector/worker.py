@@ -36,6 +36,7 @@ class _Pending:
     event: Event
     judged: asyncio.Future[Verdict | None]
     hard: Verdict | None
+    submitted: float
     applied: Verdict | None = None
 
 
@@ -55,10 +56,13 @@ class DetectorWorker:
         max_wait_ms: float = 2.0,
         observe: Callable[[list[Verdict]], None] | None = None,
         retry_s: float = RETRY_S,
+        on_batch: Callable[[list[float]], None] | None = None,
     ) -> None:
         self.detector = detector
         self.on_verdict = on_verdict
         self.observe = observe
+        self.on_batch = on_batch
+        """Called after each batch with how long each judged event of it waited, submission to verdict (seconds)."""
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.retry_s = retry_s
@@ -77,6 +81,11 @@ class DetectorWorker:
     def running(self) -> bool:
         """True between start() and the end of stop()."""
         return self._task is not None and not self._task.done()
+
+    @property
+    def queued(self) -> int:
+        """Events submitted and not yet taken into a batch."""
+        return self._queue.qsize()
 
     @property
     def unjudged(self) -> int:
@@ -104,7 +113,7 @@ class DetectorWorker:
         """Queue an event for scoring; never blocks. The future completes once the event is judged and
         its verdict (if it asked for action) was handled, so callers can order later decisions after it."""
         judged: asyncio.Future[Verdict | None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(event, judged, self.hard.record(event)))
+        self._queue.put_nowait(_Pending(event, judged, self.hard.record(event), time.perf_counter()))
         return judged
 
     def forget(self, session_id: str) -> None:
@@ -196,6 +205,9 @@ class DetectorWorker:
             if not pending.judged.done():
                 pending.judged.set_result(verdict)
         self._unjudged = unjudged
+        if self.on_batch is not None and verdicts:
+            now = time.perf_counter()
+            self.on_batch([now - pending.submitted for pending in batch if pending.event.call_id in by_call])
 
     def _score(self, events: list[Event]) -> dict[str, Verdict]:
         """Verdicts by call id. When the batch fails, each event is scored alone so that one event the scorer

@@ -33,13 +33,17 @@ from bastion.gateway.policy_versions.control import PolicyControl
 from bastion.gateway.policy_versions.store import PolicyStore
 from bastion.gateway.revocations.enforcer import Enforcer
 from bastion.gateway.revocations.store import RevocationStore
-from bastion.gateway.sessions.lifecycle import SessionLifecycle
+from bastion.gateway.sessions.caps import MemoryCeiling, SessionCaps
+from bastion.gateway.sessions.lifecycle import SessionAdmission, SessionLifecycle
 from bastion.gateway.sessions.store import SessionStore
 from bastion.gateway.settings import Settings
 from bastion.gateway.state_files import NOVELTY_FILE, detector_checkpoint, redaction_key
+from bastion.gateway.telemetry.metrics import GatewayMetrics
 from bastion.gateway.tools.catalog import ToolCatalog
-from bastion.policy.bundle import PolicyBundle, default_bundle_dir
+from bastion.policy.bundle import default_bundle_dir
+from bastion.policy.bundle_files import read_bundle_source
 from bastion.policy.engine import PolicyEngine
+from bastion.policy.validation import read_upload
 from bastion.sandbox.docker_runtime import DockerRuntime
 from bastion.sandbox.types import SandboxLimits
 
@@ -89,6 +93,7 @@ class Gateway:
     catalog: ToolCatalog
     idempotency: IdempotencyStore
     pipeline: CallPipeline
+    metrics: GatewayMetrics
     generated_admin_key: str | None
     _policy_sync: asyncio.Task[None]
     _started: contextlib.AsyncExitStack = field(repr=False)
@@ -102,6 +107,7 @@ class Gateway:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="bastion"))
         async with contextlib.AsyncExitStack() as started:
+            metrics = GatewayMetrics()
             database = make_engine(settings.database_url)
             started.callback(database.dispose)
             if settings.mode == "local":
@@ -113,15 +119,16 @@ class Gateway:
             admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
             generated_admin_key = await asyncio.to_thread(principals.ensure_admin, admin_key)
 
-            default_policy = PolicyBundle.load(settings.policy_dir or default_bundle_dir())
+            default_upload = read_upload(*read_bundle_source(settings.policy_dir or default_bundle_dir()))
+            default_policy = default_upload.bundle
             policy = policy_engine(settings, default_policy)
             started.push_async_callback(asyncio.to_thread, policy.close)
             policy_store = PolicyStore(database)
-            policy_control = PolicyControl(policy_store, audit, policy, default_policy, settings.policy_poll_interval_s,
-                                           settings.policy_budget_ms / 1000)
+            revocations = RevocationStore(database)
+            policy_control = PolicyControl(policy_store, revocations, audit, policy, default_upload,
+                                           settings.policy_poll_interval_s, settings.policy_budget_ms / 1000)
 
             sessions = SessionStore(database)
-            revocations = RevocationStore(database)
             limits = SandboxLimits(
                 memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus, pids=settings.sandbox_pids,
                 workspace_mb=settings.sandbox_workspace_mb, timeout_s=settings.call_timeout_s,
@@ -144,7 +151,7 @@ class Gateway:
                                     on_expire=session_expired)
             detector_controls = DetectorControls(database, settings.detector_mode)
             risk = RiskBoard(settings.detector_risk_half_life_s, settings.detector_approval_ttl_s)
-            enforcer = Enforcer(revocations, sessions, policy, sandbox, audit, detector_controls, risk)
+            enforcer = Enforcer(revocations, sessions, policy, sandbox, audit, detector_controls, risk, metrics)
             await enforcer.load()
             await policy_control.sync()
             policy_sync = asyncio.create_task(policy_control.run(), name="policy-sync")
@@ -165,7 +172,8 @@ class Gateway:
             except CanaryFailed as exc:
                 raise RuntimeError(f"detector checkpoint {settings.checkpoint_path} does not judge the canary's "
                                    f"events ({exc}): write a new one with `bastion detector train`") from exc
-            worker = DetectorWorker(scorer, enforcer.apply_verdict, observe=enforcer.observe)
+            worker = DetectorWorker(scorer, enforcer.apply_verdict, observe=enforcer.observe,
+                                    on_batch=metrics.detector_batch)
             worker.start()
             started.push_async_callback(worker.stop)
             watcher = CheckpointWatcher(settings.checkpoint_path, scorer, audit, settings.detector_reload_poll_s)
@@ -185,7 +193,8 @@ class Gateway:
             lifecycle = SessionLifecycle(sessions, sandbox, audit, revocations, enforcer, limiter, facts, limits,
                                          settings.sandbox_runtime, forget_detector_state,
                                          lambda session_id, trust: feed.opened(session_id, trust.task,
-                                                                               trust.trusted_values))
+                                                                               trust.trusted_values),
+                                         session_admission(settings, policy, sandbox))
             catalog = ToolCatalog(database, settings.call_timeout_s)
             await asyncio.to_thread(catalog.load)
             key = await asyncio.to_thread(redaction_key, settings.data_dir)
@@ -197,7 +206,9 @@ class Gateway:
                 barrier_timeout_s=settings.detector_barrier_timeout_s, egress=egress, revoked=enforcer.revoked,
                 facts=facts, approvals=approvals, shadow=policy_control, limiter=limiter,
                 arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth), risk=risk, feed=feed,
-                on_verdict=enforcer.apply_verdict, provenance_action=settings.detector_provenance_action)
+                on_verdict=enforcer.apply_verdict, metrics=metrics,
+                provenance_action=settings.detector_provenance_action)
+            _gauges(metrics, audit, sandbox, worker, pipeline)
             gateway = cls(
                 settings=settings, database=database, audit=audit, principals=principals, sessions=sessions,
                 lifecycle=lifecycle, revocations=revocations, enforcer=enforcer, policy=policy,
@@ -205,7 +216,7 @@ class Gateway:
                 egress=egress, scorer=scorer, worker=worker, watcher=watcher, feed=feed,
                 detector_controls=detector_controls, detector_labels=DetectorLabels(database), risk=risk,
                 catalog=catalog, idempotency=IdempotencyStore(database, key, settings.idempotency_ttl_s),
-                pipeline=pipeline, generated_admin_key=generated_admin_key, _policy_sync=policy_sync,
+                pipeline=pipeline, metrics=metrics, generated_admin_key=generated_admin_key, _policy_sync=policy_sync,
                 _started=started.pop_all())
         return gateway
 
@@ -235,6 +246,33 @@ class Gateway:
             return True
         except Exception:
             return False
+
+
+def session_admission(settings: Settings, policy: PolicyEngine, sandbox: DockerRuntime) -> SessionAdmission:
+    """The caps of the settings (under the policy's `session_caps`) and the memory ceiling of the sandbox host."""
+    caps = SessionCaps(per_agent=settings.sessions_per_agent, per_tenant=settings.sessions_per_tenant,
+                       memory_mb_per_agent=settings.session_memory_mb_per_agent,
+                       memory_mb_per_tenant=settings.session_memory_mb_per_tenant)
+    return SessionAdmission(
+        caps=caps, policy_config=lambda: policy.bundle.data.get("bastion", {}).get("config", {}),
+        ceiling=lambda: MemoryCeiling.of(settings.sandbox_memory_ceiling_mb, settings.sandbox_memory_fraction,
+                                         sandbox.host_memory_mb))
+
+
+def _gauges(metrics: GatewayMetrics, audit: AuditLog, sandbox: DockerRuntime, worker: DetectorWorker,
+            pipeline: CallPipeline) -> None:
+    """The gauges read from the gateway's parts at scrape time."""
+    metrics.gauge("bastion_audit_queue_depth", "Audit appends waiting for the writer", lambda: audit.queued)
+    metrics.gauge("bastion_audit_in_progress", "Audit appends in the transaction being committed",
+                  lambda: audit.in_progress)
+    metrics.gauge("bastion_warm_pool_ready", "Warm containers ready for new sessions", lambda: sandbox.pool[0])
+    metrics.gauge("bastion_warm_pool_size", "Warm containers the pool keeps", lambda: sandbox.pool[1])
+    metrics.gauge("bastion_detector_queued_events", "Events waiting to be batched for the detector",
+                  lambda: worker.queued)
+    metrics.gauge("bastion_detector_unjudged_events", "Events the scorer failed on, waiting for a verdict",
+                  lambda: worker.unjudged)
+    metrics.gauge("bastion_calls_in_flight", "Calls past the detector barrier and not yet answered",
+                  lambda: pipeline.in_flight)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

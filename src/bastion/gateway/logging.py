@@ -5,6 +5,8 @@ import sys
 
 import structlog
 
+from bastion.gateway.telemetry.tracing import add_trace_ids
+
 
 class _CurrentStderr:
     """Writes to whatever `sys.stderr` is at the time of writing (a logger cached earlier never writes to a stream
@@ -18,8 +20,9 @@ class _CurrentStderr:
 
 
 def configure_logging(log_format: str = "auto", level: str = "info", cache: bool = True) -> None:
-    """Set up structlog; call ids bound with `bind_contextvars` appear on every line. `cache` binds each logger on
-    first use (the gateway's hot path); a short command leaves it off, so a later `configure` still applies."""
+    """Set up structlog; call ids bound with `bind_contextvars`, and the trace id of the current span, appear on
+    every line. `cache` binds each logger on first use (the gateway's hot path); a short command leaves it off, so a
+    later `configure` still applies."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
@@ -27,6 +30,7 @@ def configure_logging(log_format: str = "auto", level: str = "info", cache: bool
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -1,12 +1,15 @@
 """One settings object for the whole gateway, read from `BASTION_*` environment variables."""
 
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bastion.policy.backends.runtimes import default_engine, opa_available
 
 DEFAULT_REDACT_FIELDS = ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"]
 
@@ -31,9 +34,12 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     worker_threads: int = Field(default=64, ge=4, le=1024)
+    trusted_proxies: list[str] = []
+    """Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto headers are believed; none by default,
+    so the audited client address is the real peer's."""
 
     policy_dir: Path | None = None
-    policy_backend: Literal["embedded", "opa"] = "embedded"
+    policy_engine: Literal["opa", "regocpp", "remote"] | None = None
     policy_opa_url: str = "http://127.0.0.1:8181"
     policy_opa_token: SecretStr | None = None
     policy_workers: int = 2
@@ -56,6 +62,12 @@ class Settings(BaseSettings):
     sandbox_pids: int = 128
     sandbox_workspace_mb: int = 64
     sandbox_pool_size: int = Field(default=2, ge=0, le=64)
+    sandbox_memory_ceiling_mb: int | None = Field(default=None, ge=1)
+    sandbox_memory_fraction: float = Field(default=0.8, gt=0, le=4)
+    sessions_per_agent: int | None = Field(default=16, ge=1)
+    sessions_per_tenant: int | None = Field(default=None, ge=1)
+    session_memory_mb_per_agent: int | None = Field(default=4096, ge=1)
+    session_memory_mb_per_tenant: int | None = Field(default=None, ge=1)
     session_idle_timeout_s: float | None = Field(default=1800.0, gt=0)
     session_max_lifetime_s: float | None = Field(default=8 * 3600.0, gt=0)
     egress_loopback_ports: list[int] = []
@@ -83,6 +95,21 @@ class Settings(BaseSettings):
     rate_limit_tool_per_minute: dict[str, float] = {}
     rate_limit_tool_burst: int = 30
     mcp_list_cache_s: float = 10.0
+    # The URL clients reach the gateway at, named in MCP's resource metadata; unset, each request's Host is used.
+    public_url: str | None = None
+    # Authorization servers MCP clients may get a bearer token (an agent key) from, published per RFC 9728.
+    mcp_authorization_servers: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"BASTION_TRUSTED_PROXIES: {entry!r} is not an IP address or network; list "
+                                 'your reverse proxies\' addresses, like ["10.0.0.5", "10.1.0.0/16"]') from None
+        return entries
     console_session_ttl_s: float = Field(default=1800.0, gt=0, le=12 * 3600.0)
 
     @model_validator(mode="after")
@@ -90,8 +117,22 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().absolute()
         if self.detector_checkpoint is not None:
             self.detector_checkpoint = self.detector_checkpoint.expanduser().absolute()
+        for url in [self.public_url or "https://", *self.mcp_authorization_servers]:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"BASTION_PUBLIC_URL and BASTION_MCP_AUTHORIZATION_SERVERS take http(s) URLs, not "
+                                 f"{url!r}")
+        self.public_url = self.public_url.rstrip("/") if self.public_url else None
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'bastion.db'}"
+        if "BASTION_POLICY_BACKEND" in os.environ:
+            raise ValueError("BASTION_POLICY_BACKEND is replaced by BASTION_POLICY_ENGINE: for `embedded` use `opa` "
+                             "(OPA's evaluator, the default) or `regocpp`; for `opa` (a remote OPA server) use "
+                             "`remote`")
+        if self.policy_engine is None:
+            self.policy_engine = default_engine()
+        elif self.policy_engine == "opa" and not opa_available():
+            raise ValueError("BASTION_POLICY_ENGINE=opa needs OPA's evaluator (opa-golib-python-bindings), which is "
+                             "not installed: run scripts/bootstrap.sh, or choose BASTION_POLICY_ENGINE=regocpp")
         if self.mode == "production":
             if self.database_url.startswith("sqlite"):
                 raise ValueError("BASTION_DATABASE_URL must point at PostgreSQL in production mode")

@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from bastion.policy.bundle_files import read_bundle_source
 from bastion.policy.errors import PolicyBundleError
 from bastion.policy.input_paths import InputPaths, referenced_input_paths
 
@@ -38,32 +39,14 @@ class PolicyBundle:
         return referenced_input_paths(self.modules.values())
 
     @classmethod
-    def load(cls, directory: Path | str) -> "PolicyBundle":
-        """Load every `*.rego` (except `*_test.rego`) under `directory` and its optional `data.json`."""
-        root = Path(directory)
-        if not root.is_dir():
-            raise PolicyBundleError(f"policy bundle directory {root} does not exist")
-        modules = {
-            path.relative_to(root).as_posix(): path.read_text(encoding="utf-8")
-            for path in sorted(root.rglob("*.rego"))
-            if not path.name.endswith(TEST_SUFFIX)
-        }
+    def load(cls, source: Path | str) -> "PolicyBundle":
+        """Load a bundle directory or `.tar.gz` as OPA does: every `*.rego` but `*_test.rego`, and its data files
+        merged at their directories' paths."""
+        files, data = read_bundle_source(source)
+        modules = {name: text for name, text in files.items() if not name.endswith(TEST_SUFFIX)}
         if not modules:
-            raise PolicyBundleError(f"policy bundle directory {root} has no .rego modules")
-        return cls(modules=modules, data=_read_data(root / DATA_FILE))
-
-
-def _read_data(path: Path) -> dict[str, Any]:
-    """The bundle's data document, or an empty one when the file is absent."""
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PolicyBundleError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PolicyBundleError(f"{path} must hold a JSON object, not {type(data).__name__}")
-    return data
+            raise PolicyBundleError(f"policy bundle {source} has no .rego modules")
+        return cls(modules=modules, data=data or {})
 
 
 def default_bundle_dir() -> Path:

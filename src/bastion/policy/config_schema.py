@@ -8,6 +8,8 @@ from typing import Any
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _COUNT = {"type": "integer", "minimum": 1}
+_CAP = {"type": ["integer", "null"], "minimum": 1}
+_CAP_KEYS = ("per_agent", "per_tenant", "memory_mb_per_agent", "memory_mb_per_tenant")
 _SCORES = {"type": "object", "propertyNames": {"enum": ["low", "medium", "high"]},
            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}}
 
@@ -23,10 +25,14 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "workspace": {"type": "object", "required": ["root", "path_tools"],
                       "properties": {"root": {"type": "string", "pattern": "^/"}, "path_tools": _STRINGS,
                                      "path_optional": _STRINGS}},
-        "commands": {"type": "object", "required": ["fields", "max_chars", "needles_pattern", "deny"],
+        "egress": {"type": "object", "required": ["builtin_tools", "builtin_args", "by_tool"],
+                   "properties": {"builtin_tools": _STRINGS, "builtin_args": {"$ref": "#/$defs/destination_args"},
+                                  "by_tool": {"type": "object",
+                                              "additionalProperties": {"$ref": "#/$defs/destination_args"}}}},
+        "commands": {"type": "object", "required": ["fields", "max_chars", "deny"],
                      "properties": {
                          "fields": {"type": "object", "additionalProperties": _STRINGS},
-                         "max_chars": _COUNT, "needles_pattern": {"type": "string"},
+                         "max_chars": _COUNT,
                          "deny": {"type": "array", "items": {
                              "type": "object", "required": ["label", "needles", "patterns"],
                              "properties": {"label": {"type": "string"}, "needles": _STRINGS,
@@ -46,6 +52,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "quiet_hours": {"type": "object", "required": ["hours_utc", "tools"], "properties": {
             "hours_utc": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23}},
             "tools": _STRINGS, "exempt_roles": _STRINGS}},
+        "session_caps": {"type": "object", "properties": {
+            **{key: _CAP for key in _CAP_KEYS},
+            "by_tenant": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": False, "properties": {key: _CAP for key in _CAP_KEYS}}}}},
         "flow": {"type": "object", "properties": {
             "secret_dirs": _STRINGS, "read_tools": _STRINGS,
             "secret_read_patterns": {"type": "object", "additionalProperties": _STRINGS},
@@ -53,5 +63,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "egress_patterns": {"type": "object", "additionalProperties": _STRINGS}}},
     },
     "$defs": {"limits": {"type": "object", "additionalProperties": False, "properties": {
-        "memory_mb": _COUNT, "cpus": _POSITIVE, "pids": _COUNT, "max_output_bytes": _COUNT}}},
+        "memory_mb": _COUNT, "cpus": _POSITIVE, "pids": _COUNT, "max_output_bytes": _COUNT}},
+        "destination_args": {"type": "object", "additionalProperties": False,
+                             "properties": {"url": _STRINGS, "host": _STRINGS}}},
 }

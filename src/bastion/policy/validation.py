@@ -4,22 +4,23 @@ Everything that runs Rego here runs in a throwaway evaluator process, so a bundl
 fails validation instead of taking down its caller.
 """
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from bastion.policy.backends.supervised import check_bundle
 from bastion.policy.bundle import DATA_FILE, TEST_SUFFIX, PolicyBundle
+from bastion.policy.bundle_files import DATA_FILES, is_data_file, merge_data_files
 from bastion.policy.config_schema import CONFIG_SCHEMA
+from bastion.policy.coverage import CoverageReport
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError
 from bastion.policy.input_paths import input_references
 from bastion.policy.revocations import REVOCATIONS_KEY
-from bastion.policy.testing import TestOutcome, run_policy_tests
+from bastion.policy.testing import TestOutcome, run_tests
 
 _LOCATED = re.compile(r"^(?P<file>[^:;]+?):(?P<line>\d+):(?P<column>\d+): (?P<message>.*)$")
 _COMPILE_PREFIX = "policy failed to compile: "
@@ -62,6 +63,7 @@ class ValidationReport:
     errors: list[SourceError] = field(default_factory=list)
     tests: list[TestOutcome] = field(default_factory=list)
     reads_input: list[str] | None = None
+    coverage: CoverageReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -87,42 +89,30 @@ def read_upload(files: Mapping[str, str], data: Mapping[str, Any] | None) -> Upl
         raise PolicyBundleError("the upload has no files; send at least one .rego module")
     if len(files) > _MAX_FILES:
         raise PolicyBundleError(f"the upload has {len(files)} files; at most {_MAX_FILES} are accepted")
-    modules, tests = {}, {}
-    document = dict(data) if data is not None else None
+    modules, tests, data_files = {}, {}, {}
     for name, text in files.items():
         _check_name(name)
         if len(text) > _MAX_FILE_CHARS:
             raise PolicyBundleError(f"{name} is larger than {_MAX_FILE_CHARS} characters")
-        if name == DATA_FILE or name.endswith("/" + DATA_FILE):
-            if document is not None:
-                raise PolicyBundleError(f"data given twice: as {name} and as the data field")
-            document = _parse_data(name, text)
+        if is_data_file(name):
+            data_files[name] = text
         elif name.endswith(TEST_SUFFIX):
             tests[name] = text
         elif name.endswith(".rego"):
             modules[name] = text
         else:
-            raise PolicyBundleError(f"{name}: only .rego files and {DATA_FILE} belong in a policy bundle")
+            raise PolicyBundleError(f"{name}: only .rego files and data files ({', '.join(DATA_FILES)}) belong "
+                                    "in a policy bundle")
+    document = merge_data_files(data_files, data) if data_files else dict(data or {})
     if not modules:
         raise PolicyBundleError("the upload has no policy modules (only tests or data)")
-    return UploadedBundle(bundle=PolicyBundle(modules=modules, data=document or {}), tests=tests)
-
-
-def read_directory(directory: Path | str) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """The `.rego` files (tests included) and the data document of a bundle directory."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise PolicyBundleError(f"policy bundle directory {root} does not exist")
-    files = {path.relative_to(root).as_posix(): path.read_text(encoding="utf-8")
-             for path in sorted(root.rglob("*.rego"))}
-    data_path = root / DATA_FILE
-    data = _parse_data(DATA_FILE, data_path.read_text(encoding="utf-8")) if data_path.exists() else None
-    return files, data
+    return UploadedBundle(bundle=PolicyBundle(modules=modules, data=document), tests=tests)
 
 
 def validate(upload: UploadedBundle, revocations: Mapping[str, Any] | None = None,
-             timeout_s: float = 30.0) -> ValidationReport:
-    """Schema-check the data, compile the policy and decide a sample call, then run the tests."""
+             timeout_s: float = 30.0, coverage: bool = False) -> ValidationReport:
+    """Schema-check the data, compile the policy and decide a sample call, then run the tests (with `coverage`,
+    keeping OPA's coverage of them)."""
     bundle = upload.bundle
     report = ValidationReport(revision=bundle.revision, errors=data_errors(bundle.data),
                               reads_input=input_references(bundle.input_paths))
@@ -135,7 +125,8 @@ def validate(upload: UploadedBundle, revocations: Mapping[str, Any] | None = Non
         return report
     if upload.tests:
         try:
-            report.tests = run_policy_tests(bundle.modules, upload.tests, bundle.data, timeout_s=timeout_s)
+            run = run_tests(bundle.modules, upload.tests, bundle.data, timeout_s=timeout_s, coverage=coverage)
+            report.tests, report.coverage = run.outcomes, run.coverage
         except PolicyCompileError as exc:
             report.errors.extend(located_errors(str(exc)))
     return report
@@ -175,13 +166,3 @@ def _check_name(name: str) -> None:
     path = PurePosixPath(name)
     if not name or path.is_absolute() or ".." in path.parts or "\\" in name or "\0" in name:
         raise PolicyBundleError(f"{name!r} is not a relative file name inside the bundle")
-
-
-def _parse_data(name: str, text: str) -> dict[str, Any]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolicyBundleError(f"{name}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
-    if not isinstance(document, dict):
-        raise PolicyBundleError(f"{name} must hold a JSON object, not {type(document).__name__}")
-    return document

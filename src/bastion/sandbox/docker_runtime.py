@@ -95,6 +95,7 @@ class DockerRuntime:
         self._pool: WarmPool | None = None
         self._expiry_task: asyncio.Task[None] | None = None
         self._runtimes: set[str] = set()
+        self._host_memory_mb = 0.0
         self._sessions: dict[str, Session] = {}
         self._creating: dict[str, asyncio.Event] = {}
         self._expired: dict[str, str] = {}
@@ -117,6 +118,17 @@ class DockerRuntime:
         """The runtime tiers the engine offers (known once `start()` has returned)."""
         return frozenset(self._runtimes)
 
+    @property
+    def host_memory_mb(self) -> float:
+        """The memory of the engine's host in MB (known once `start()` has returned)."""
+        return self._host_memory_mb
+
+    @property
+    def memory_in_use_mb(self) -> float:
+        """The memory limits of every container this runtime keeps (sessions, companions, the warm pool's size)."""
+        pooled = self._pool_size * self._default_limits.memory_mb if self._pool_size > 0 else 0
+        return sum(session.limits.memory_mb for session in self._sessions.values()) + pooled
+
     async def start(self) -> None:
         """Connect, make sure the image exists, install the executor, start the expiry task and the pool."""
         await self._engine.connect()
@@ -128,6 +140,7 @@ class DockerRuntime:
         self._runtimes = await self._engine.runtimes()
         if self._runtime not in self._runtimes:
             raise SandboxError(self._unknown_tier(self._runtime))
+        self._host_memory_mb = await self._engine.memory_mb()
         await asyncio.to_thread(self._install_files)
         self._seccomp_log.open()
         self._launcher = Launcher(
@@ -476,10 +489,10 @@ class DockerRuntime:
         halt.close(sandbox.init_pidfd)
         sandbox.init_pidfd = None
 
-    def _make_proxy(self, socket_path: Path) -> EgressProxy:
+    def _make_proxy(self, socket_path: Path, executor_pid: Callable[[], int | None]) -> EgressProxy:
         return EgressProxy(
             socket_path, authorizer=self._egress_authorizer, recorder=self._egress_recorder,
-            loopback_ports=self._loopback_ports,
+            loopback_ports=self._loopback_ports, executor_pid=executor_pid,
         )  # fmt: skip
 
     def _known_slots(self) -> set[str]:

@@ -1,25 +1,31 @@
 """The per-session egress proxy: the only way out of a sandbox, over a Unix socket in its socket dir.
 
-Inside the container the executor relays 127.0.0.1:3128 to `/run/bastion/egress.sock`. The proxy takes
-plain-HTTP requests with an absolute URI and CONNECT tunnels, asks the injected authorizer about the
-name first (a refused name is never looked up), resolves it itself, refuses addresses that must never be
-reached (see `bastion.sandbox.addresses`), and then connects to exactly the addresses it checked. Refusals are
-answered with 403 and a plain-text reason; every attempt is handed to the recorder.
+Inside the container the executor relays 127.0.0.1:3128 to `/run/bastion/egress.sock`, first sending one line
+that names the call whose process tree opened the connection; with `executor_pid`, only the executor may
+connect, and a connection from any other process is refused. The proxy takes one plain-HTTP request with an
+absolute URI, or one CONNECT tunnel, per connection (head lines must end in CRLF; bytes after a request's body
+are never forwarded), asks the injected authorizer about the name first for that call (a refused name is
+never looked up), resolves it itself, refuses addresses that must never be reached (see
+`bastion.sandbox.addresses`), and then connects to exactly the addresses it checked. A connection lives no
+longer than its call's grant. Refusals are answered with 400 or 403 and a plain-text reason; every attempt is
+handed to the recorder.
 """
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import time
 from collections import deque
-from collections.abc import Set
+from collections.abc import Callable, Coroutine, Set
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from bastion.sandbox.addresses import parse_address, refusal
+from bastion.sandbox.link import peer_pid
 from bastion.sandbox.proxy_request import BadProxyRequest, ProxyRequest, authority, parse_head
 from bastion.sandbox.types import EgressAttempt, EgressDecision
 
@@ -35,10 +41,15 @@ log = structlog.get_logger(__name__)
 
 
 class EgressAuthorizer(Protocol):
-    """Decides whether a session may connect to `host:port` before the name is resolved (`addresses` holds the
-    host itself when it is an IP literal, and is empty otherwise)."""
+    """Decides whether the call `call_id` of a session (None: a process of no call in flight) may connect to
+    `host:port` before the name is resolved (`addresses` holds the host itself when it is an IP literal, and is
+    empty otherwise)."""
 
-    async def authorize(self, session_id: str, host: str, port: int, addresses: list[str]) -> EgressDecision: ...
+    async def authorize(self, session_id: str, host: str, port: int, addresses: list[str],
+                        call_id: str | None) -> EgressDecision: ...
+
+    async def ended(self, session_id: str, call_id: str | None) -> None:
+        """Return once what was granted to the call is over (its connections are then cut)."""
 
 
 class EgressRecorder(Protocol):
@@ -53,10 +64,15 @@ class AllowList:
     def __init__(self, destinations: Set[tuple[str, int]]) -> None:
         self.destinations = {(host.lower(), port) for host, port in destinations}
 
-    async def authorize(self, session_id: str, host: str, port: int, addresses: list[str]) -> EgressDecision:
+    async def authorize(self, session_id: str, host: str, port: int, addresses: list[str],
+                        call_id: str | None = None) -> EgressDecision:
         if (host, port) in self.destinations:
             return EgressDecision(allow=True, reason=f"{authority(host, port)} is on the allow list")
         return EgressDecision(allow=False, reason=f"{authority(host, port)} is not on the allow list")
+
+    async def ended(self, session_id: str, call_id: str | None) -> None:
+        """The list never ends."""
+        await asyncio.get_running_loop().create_future()
 
 
 class EgressLog:
@@ -101,6 +117,54 @@ class Counter:
         self.bytes = 0
 
 
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """A request head through its blank line, each line ending in CRLF (a bare LF or CR is refused with 400)."""
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        line = await reader.readuntil(b"\n")
+        size += len(line)
+        if size > HEAD_LIMIT:
+            raise Refused(400, f"request head larger than {HEAD_LIMIT} bytes")
+        if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+            raise Refused(400, "every request head line must end in CRLF: a bare LF or CR is refused")
+        lines.append(line)
+        if line == b"\r\n":
+            return b"".join(lines)
+
+
+async def copy_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: ProxyRequest,
+                    counter: Counter) -> None:
+    """Forward exactly the request's body (Content-Length bytes, or chunks through the last one and its trailer);
+    anything the client sends after it is never read, so a pipelined request cannot ride along."""
+    async def send(data: bytes) -> None:
+        counter.bytes += len(data)
+        writer.write(data)
+        await writer.drain()
+
+    with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                             ValueError):
+        if not request.chunked:
+            remaining = request.content_length
+            while remaining and (data := await reader.read(min(RELAY_CHUNK, remaining))):
+                remaining -= len(data)
+                await send(data)
+            return
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            await send(size_line)
+            if size == 0:
+                while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    await send(trailer)
+                await send(trailer)
+                return
+            chunk = await reader.readexactly(size + 2)
+            if not chunk.endswith(b"\r\n"):
+                return
+            await send(chunk)
+
+
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter: Counter) -> None:
     """Copy until end of stream, then half-close the other side."""
     with contextlib.suppress(ConnectionError, OSError):
@@ -123,9 +187,11 @@ class EgressProxy:
         recorder: EgressRecorder | None,
         loopback_ports: Set[int] = frozenset(),
         session_id: str | None = None,
+        executor_pid: Callable[[], int | None] | None = None,
     ) -> None:
         self.socket_path = socket_path
         self.session_id = session_id
+        self._executor_pid = executor_pid
         self._authorizer = authorizer
         self._recorder = recorder
         self._loopback_ports = frozenset(loopback_ports)
@@ -168,14 +234,34 @@ class EgressProxy:
             self._connections.discard(task)
             writer.close()
 
+    async def _caller(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[bool, str | None]:
+        """Whether the connection came through the executor's forwarder, and the call it names (None: no call in
+        flight opened it). Without `executor_pid` every connection counts as forwarded, for no call."""
+        if self._executor_pid is None:
+            return True, None
+        expected = self._executor_pid()
+        if expected is None or peer_pid(writer) != expected:
+            return False, None
+        line = await reader.readuntil(b"\n")
+        try:
+            call = json.loads(line).get("call")
+        except (ValueError, AttributeError):
+            return True, None
+        return True, call if isinstance(call, str) else None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         started = time.monotonic()
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+            async with asyncio.timeout(HEAD_TIMEOUT_S):
+                forwarded, call_id = await self._caller(reader, writer)
+                head = await read_head(reader)
         except (asyncio.IncompleteReadError, TimeoutError):
             return
         except asyncio.LimitOverrunError:
-            writer.write(error_reply(400, f"request head larger than {HEAD_LIMIT} bytes"))
+            writer.write(error_reply(400, f"request head line longer than {HEAD_LIMIT} bytes"))
+            return
+        except Refused as exc:
+            writer.write(error_reply(exc.status, exc.reason))
             return
         try:
             request = parse_head(head)
@@ -183,10 +269,13 @@ class EgressProxy:
             writer.write(error_reply(400, str(exc)))
             return
         attempt = EgressAttempt(
-            session_id=self.session_id, method=request.method, host=request.host, port=request.port,
-            allowed=False, reason="",
+            session_id=self.session_id, call_id=call_id, method=request.method, host=request.host,
+            port=request.port, allowed=False, reason="",
         )  # fmt: skip
         try:
+            if not forwarded:
+                raise Refused(403, "the connection did not come through the sandbox's proxy address "
+                                   "127.0.0.1:3128 (HTTP_PROXY); nothing else may use the proxy socket")
             upstream_reader, upstream_writer = await self._open(request, attempt)
         except Refused as exc:
             attempt.reason = exc.reason
@@ -200,7 +289,8 @@ class EgressProxy:
             else:
                 upstream_writer.write(request.upstream_head)
                 sent.bytes += len(request.upstream_head)
-            await self._relay(reader, writer, upstream_reader, upstream_writer, sent, received)
+            await self._while_granted(call_id, self._relay(reader, writer, upstream_reader, upstream_writer, request,
+                                                            sent, received))
         finally:
             upstream_writer.close()
             attempt.bytes_sent, attempt.bytes_received = sent.bytes, received.bytes
@@ -216,7 +306,7 @@ class EgressProxy:
         if literal:
             self._refuse_forbidden([request.host], request.port)
         # The name is decided before it is looked up: a refused name never reaches a resolver (no DNS leak).
-        decision = await self._authorize(request, [request.host] if literal else [])
+        decision = await self._authorize(request, [request.host] if literal else [], attempt.call_id)
         attempt.reason = decision.reason
         if not decision.allow:
             raise Refused(403, decision.reason)
@@ -252,16 +342,31 @@ class EgressProxy:
             raise Refused(502, f"{host} has no address")
         return addresses
 
-    async def _authorize(self, request: ProxyRequest, addresses: list[str]) -> EgressDecision:
+    async def _authorize(self, request: ProxyRequest, addresses: list[str], call_id: str | None) -> EgressDecision:
         """The authorizer's decision; no authorizer, or one that fails, means refused."""
         assert self.session_id is not None
         if self._authorizer is None:
             return EgressDecision(allow=False, reason="no egress authorizer is configured")
         try:
-            return await self._authorizer.authorize(self.session_id, request.host, request.port, list(addresses))
+            return await self._authorizer.authorize(self.session_id, request.host, request.port, list(addresses),
+                                                    call_id)
         except Exception as exc:
             log.exception("egress_authorizer_failed", session_id=self.session_id, host=request.host)
             return EgressDecision(allow=False, reason=f"the egress authorizer failed: {type(exc).__name__}")
+
+    async def _while_granted(self, call_id: str | None, relay: Coroutine[None, None, None]) -> None:
+        """Run the relay until it ends or the call's grant does (then the connection is cut)."""
+        relaying = asyncio.ensure_future(relay)
+        if self._authorizer is None or self.session_id is None:
+            await relaying
+            return
+        over = asyncio.ensure_future(self._authorizer.ended(self.session_id, call_id))
+        try:
+            await asyncio.wait({relaying, over}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (relaying, over):
+                task.cancel()
+            await asyncio.gather(relaying, over, return_exceptions=True)
 
     async def _relay(
         self,
@@ -269,11 +374,15 @@ class EgressProxy:
         writer: asyncio.StreamWriter,
         upstream_reader: asyncio.StreamReader,
         upstream_writer: asyncio.StreamWriter,
+        request: ProxyRequest,
         sent: Counter,
         received: Counter,
     ) -> None:
-        """Relay both ways until the destination is done sending (the client may half-close earlier)."""
-        outbound = asyncio.create_task(pipe(reader, upstream_writer, sent))
+        """Relay both ways until the destination is done sending (the client may half-close earlier); for plain
+        HTTP only the request's own body goes out."""
+        body = pipe(reader, upstream_writer, sent) if request.tunnel else copy_body(reader, upstream_writer, request,
+                                                                                      sent)
+        outbound = asyncio.create_task(body)
         try:
             await pipe(upstream_reader, writer, received)
         finally:

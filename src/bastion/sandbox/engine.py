@@ -64,6 +64,11 @@ class DockerEngine:
         info = await self.call("listing the engine's runtimes", self.client.info, timeout=QUICK_TIMEOUT_S)
         return set(info.get("Runtimes") or {})
 
+    async def memory_mb(self) -> float:
+        """The engine host's memory in MB (its MemTotal)."""
+        info = await self.call("reading the engine's memory", self.client.info, timeout=QUICK_TIMEOUT_S)
+        return float(info.get("MemTotal") or 0) / (1024 * 1024)
+
     async def image_exists(self, image: str) -> bool:
         """True when the engine holds `image` locally."""
 

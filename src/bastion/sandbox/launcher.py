@@ -45,7 +45,7 @@ class Launcher:
         image: str,
         executor_file: Path,
         ready_timeout_s: float,
-        make_proxy: Callable[[Path], EgressProxy],
+        make_proxy: Callable[[Path, Callable[[], int | None]], EgressProxy],
     ) -> None:
         self._engine = engine
         self._image = image
@@ -75,7 +75,7 @@ class Launcher:
         socket_dir.mkdir(mode=0o711)
         socket_dir.chmod(0o711)
         link = ExecutorLink(socket_dir / EXEC_SOCKET, link_name)
-        egress = self._make_proxy(socket_dir / EGRESS_SOCKET)
+        egress = self._make_proxy(socket_dir / EGRESS_SOCKET, lambda: link.executor_pid)
         try:
             await link.listen()
             await egress.start()

@@ -70,6 +70,12 @@ class ExecutorLink:
     def connected(self) -> bool:
         return self._writer is not None
 
+    @property
+    def executor_pid(self) -> int | None:
+        """The pid (as the gateway sees it) of the executor pinned at its first hello; None before, or when the
+        executor lives in a pid namespace the gateway cannot see into."""
+        return self._pinned_pid
+
     async def listen(self) -> None:
         """Start accepting the executor on the socket; the socket is reachable only inside the container."""
         with contextlib.suppress(FileNotFoundError):

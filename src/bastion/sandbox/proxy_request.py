@@ -26,6 +26,8 @@ class ProxyRequest:
     host: str
     port: int
     upstream_head: bytes | None
+    content_length: int = 0
+    chunked: bool = False
 
     @property
     def tunnel(self) -> bool:
@@ -56,6 +58,9 @@ def parse_head(head: bytes) -> ProxyRequest:
         raise BadProxyRequest(f"malformed request line {lines[0][:200]!r}")
     method, target, version = parts
     headers = [line for line in lines[1:] if line]
+    for line in lines[:-1]:
+        if "\n" in line or "\r" in line:
+            raise BadProxyRequest(f"head line {line[:200]!r} holds a bare LF or CR: every line must end in CRLF")
     for line in headers:
         if ":" not in line or line[0] in " \t":
             raise BadProxyRequest(f"malformed header line {line[:200]!r}")
@@ -81,7 +86,23 @@ def parse_head(head: bytes) -> ProxyRequest:
     kept = [line for line in headers if line.split(":", 1)[0].strip().lower() not in dropped]
     host_header = authority(host, None if port == 80 else port)
     upstream = [f"{method} {path} {version}", f"Host: {host_header}", *kept, "Connection: close", "", ""]
-    return ProxyRequest(method, host, port, "\r\n".join(upstream).encode("latin-1"))
+    content_length, chunked = _body_framing(headers)
+    return ProxyRequest(method, host, port, "\r\n".join(upstream).encode("latin-1"), content_length, chunked)
+
+
+def _body_framing(headers: list[str]) -> tuple[int, bool]:
+    """The body's length and whether it is chunked; ambiguous framing (how requests are smuggled) is refused."""
+    codings = [value.strip().lower() for value in _header_values(headers, "transfer-encoding")]
+    lengths = {value.strip() for value in _header_values(headers, "content-length")}
+    if codings and lengths:
+        raise BadProxyRequest("a request with both Transfer-Encoding and Content-Length is refused")
+    if codings:
+        if codings != ["chunked"]:
+            raise BadProxyRequest(f"only Transfer-Encoding: chunked is carried, not {', '.join(codings)!r}")
+        return 0, True
+    if len(lengths) > 1 or not all(value.isdigit() for value in lengths):
+        raise BadProxyRequest(f"Content-Length must be one decimal number, not {sorted(lengths)!r}")
+    return (int(lengths.pop()) if lengths else 0), False
 
 
 def _header_values(headers: list[str], name: str) -> list[str]:

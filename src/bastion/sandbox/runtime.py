@@ -18,6 +18,16 @@ class SandboxRuntime(Protocol):
         """The runtime tiers (`runc`, `runsc`, ...) this engine offers sessions."""
         ...
 
+    @property
+    def host_memory_mb(self) -> float:
+        """The memory of the host the containers run on, in MB."""
+        ...
+
+    @property
+    def memory_in_use_mb(self) -> float:
+        """The summed memory limits of the containers this runtime keeps now, in MB."""
+        ...
+
     async def create(self, spec: SessionSpec) -> str:
         """Create and start the session's container; return its container id."""
         ...

@@ -49,6 +49,8 @@ class RunRequest(BaseModel):
     image: str | None = None
     """Run in a companion container of the session made from this image (same limits, tier and hardening, its
     own workspace); None runs in the session's own container."""
+    call_id: str | None = None
+    """The gateway call this exec runs for: egress from its process tree is attributed to it, and only to it."""
 
 
 class RunChunk(BaseModel):
@@ -73,6 +75,8 @@ class RunResult(BaseModel):
     oom_killed: bool = False
     seccomp_killed: bool = False
     seccomp_syscall: str | None = None
+    killed_processes: int = 0
+    """Processes the call left running (detached, daemonized, re-parented) that were killed when it ended."""
     data: dict[str, Any] | None = None
 
 
@@ -91,6 +95,8 @@ class EgressAttempt(BaseModel):
     """One connection a sandbox asked the egress proxy for, as recorded for audit and the detector."""
 
     session_id: str | None
+    call_id: str | None = None
+    """The call whose process tree opened the connection (None: no call in flight did)."""
     method: str
     host: str
     port: int

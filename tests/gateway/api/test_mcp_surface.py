@@ -40,12 +40,12 @@ async def test_tools_list_shows_only_what_policy_allows(running_gateway: Running
     reader, developer = make_agent("reader"), make_agent("developer")
     async with mcp_client(running_gateway, reader.headers, mode) as client:
         listed = await client.list_tools()
-        assert sorted(t.name for t in listed.tools) == ["fs.list", "fs.read"]
-        read = next(t for t in listed.tools if t.name == "fs.read")
+        assert sorted(t.name for t in listed.tools) == ["fs__list", "fs__read"]
+        read = next(t for t in listed.tools if t.name == "fs__read")
         assert read.input_schema["required"] == ["path"] and read.annotations.read_only_hint is True
     async with mcp_client(running_gateway, developer.headers, mode) as client:
         names = {t.name for t in (await client.list_tools()).tools}
-        assert {"shell.run", "python.run", "fs.write"} <= names
+        assert {"shell__run", "python__run", "fs__write"} <= names
     nobody = make_agent()
     async with mcp_client(running_gateway, nobody.headers, mode) as client:
         assert (await client.list_tools()).tools == []
@@ -66,17 +66,18 @@ async def test_tools_call_runs_through_the_same_pipeline(running_gateway: Runnin
                                                          http: httpx.Client) -> None:
     dev = make_agent("developer")
     async with mcp_client(running_gateway, dev.headers) as client:
-        first = await client.call_tool("shell.run", {"command": "echo from-mcp > note.txt; cat note.txt"})
+        first = await client.call_tool("shell__run", {"command": "echo from-mcp > note.txt; cat note.txt"})
         assert first.is_error is False and first.content[0].text == "from-mcp\n"
         session_id = first.meta["bastion/session_id"]
-        second = await client.call_tool("fs.read", {"path": "note.txt"})
+        second = await client.call_tool("fs__read", {"path": "note.txt"})
         assert second.meta["bastion/session_id"] == session_id and second.content[0].text == "from-mcp\n"
-        failing = await client.call_tool("shell.run", {"command": "exit 3"})
+        failing = await client.call_tool("shell__run", {"command": "exit 3"})
         assert failing.is_error is True and failing.structured_content["exit_code"] == 3
     records = http.get("/v1/audit", params={"call_id": first.meta["bastion/call_id"]},
                        headers=running_gateway.admin).json()["records"]
     assert [r["kind"] for r in records] == ["decision", "result"]
     assert records[0]["input"]["context"]["request"]["surface"] == "mcp"
+    assert records[0]["input"]["tool"]["name"] == records[0]["tool"] == "shell.run"
     assert http.get(f"/v1/sessions/{session_id}", headers=dev.headers).json()["labels"] == {"surface": "mcp"}
 
 
@@ -84,8 +85,8 @@ async def test_denials_come_back_as_error_results_with_reasons(running_gateway: 
                                                                http: httpx.Client) -> None:
     reader = make_agent("reader")
     async with mcp_client(running_gateway, reader.headers) as client:
-        denied = await client.call_tool("shell.run", {"command": "id"})
-        invalid = await client.call_tool("fs.read", {"path": 5})
+        denied = await client.call_tool("shell__run", {"command": "id"})
+        invalid = await client.call_tool("fs__read", {"path": 5})
         with pytest.raises(MCPError):
             await client.call_tool("no.such.tool", {})
     assert denied.is_error is True and "not granted" in denied.content[0].text
@@ -103,10 +104,10 @@ async def test_session_header_binds_calls_to_a_rest_session(running_gateway: Run
     http.post(f"/v1/sessions/{sid}/calls", headers=dev.headers,
               json={"tool": "fs.write", "args": {"path": "rest.txt", "content": "written over REST"}})
     async with mcp_client(running_gateway, {**dev.headers, "X-Bastion-Session": sid}) as client:
-        read = await client.call_tool("fs.read", {"path": "rest.txt"})
+        read = await client.call_tool("fs__read", {"path": "rest.txt"})
     assert read.content[0].text == "written over REST" and read.meta["bastion/session_id"] == sid
     async with mcp_client(running_gateway, {**other.headers, "X-Bastion-Session": sid}) as client:
-        foreign = await client.call_tool("fs.read", {"path": "rest.txt"})
+        foreign = await client.call_tool("fs__read", {"path": "rest.txt"})
     assert foreign.is_error is True and foreign.meta["bastion/problem"] == "unknown-session"
 
 
@@ -114,28 +115,28 @@ async def test_revoked_agent_sees_no_tools_and_every_call_refused(running_gatewa
                                                                   http: httpx.Client) -> None:
     dev = make_agent("developer")
     async with mcp_client(running_gateway, dev.headers) as client:
-        assert (await client.call_tool("shell.run", {"command": "true"})).is_error is False
+        assert (await client.call_tool("shell__run", {"command": "true"})).is_error is False
         revoked = http.post("/v1/revocations", headers=running_gateway.admin,
                             json={"scope": "agent", "agent_id": dev.agent_id, "reason": "test"})
         assert revoked.status_code == 201
-        after = await client.call_tool("shell.run", {"command": "true"})
+        after = await client.call_tool("shell__run", {"command": "true"})
         assert after.is_error is True and "revoked" in after.content[0].text
         assert (await client.list_tools(cache_mode="refresh")).tools == []
         lifted = http.delete(f"/v1/revocations/{revoked.json()['id']}", headers=running_gateway.admin)
         assert lifted.status_code == 200, lifted.text
-        assert "shell.run" in {tool.name for tool in (await client.list_tools(cache_mode="refresh")).tools}
+        assert "shell__run" in {tool.name for tool in (await client.list_tools(cache_mode="refresh")).tools}
 
 
 async def test_http_level_refusals(running_gateway: RunningGateway, make_agent) -> None:
     dev = make_agent("developer")
     async with httpx.AsyncClient(base_url=running_gateway.url, timeout=60) as http:
         anonymous = await http.post("/mcp", **_rpc("tools/list", _meta()))
-        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer ")
         admin = await http.post("/mcp", **_rpc("tools/list", _meta(), **running_gateway.admin))
         assert admin.status_code == 403
-        params = {**_meta(), "name": "shell.run", "arguments": {"command": "true"}}
+        params = {**_meta(), "name": "shell__run", "arguments": {"command": "true"}}
         mismatch = await http.post("/mcp", **_rpc("tools/call", params, **dev.headers,
-                                                  **{"Mcp-Method": "tools/call", "Mcp-Name": "fs.read"}))
+                                                  **{"Mcp-Method": "tools/call", "Mcp-Name": "fs__read"}))
         assert mismatch.status_code == 400 and "mcp-name header does not match" in mismatch.text.lower()
         huge = await http.post("/mcp", content=b"x" * (5 * 1024 * 1024),
                                headers={**dev.headers, **MCP_ACCEPT, "content-type": "application/json"})
@@ -146,7 +147,7 @@ async def test_a_call_held_for_approval_is_an_error_result_naming_the_approval(r
                                                                                 make_agent) -> None:
     supervised = make_agent("supervised")
     async with mcp_client(running_gateway, supervised.headers) as client:
-        held = await client.call_tool("shell.run", {"command": "echo needs a human"})
+        held = await client.call_tool("shell__run", {"command": "echo needs a human"})
     assert held.is_error is True and held.meta["bastion/problem"] == "approval-pending"
     assert held.structured_content["approval_id"] in held.content[0].text
 
@@ -156,9 +157,9 @@ async def test_the_first_call_declares_the_users_task_and_trusted_values(running
     dev = make_agent("developer")
     async with mcp_client(running_gateway, dev.headers) as client:
         meta = {"bastion/task": "List my workspace", "bastion/trusted_values": ["alice@corp.example"]}
-        assert (await client.call_tool("fs.list", {}, meta=meta)).is_error is False
+        assert (await client.call_tool("fs__list", {}, meta=meta)).is_error is False
         with pytest.raises(MCPError, match="trusted_values"):
-            await client.call_tool("fs.list", {}, meta={"bastion/trusted_values": "alice@corp.example"})
+            await client.call_tool("fs__list", {}, meta={"bastion/trusted_values": "alice@corp.example"})
     created = httpx.get(f"{running_gateway.url}/v1/audit", headers=running_gateway.admin,
                         params={"agent_id": dev.agent_id, "kind": "session_created"}).json()["records"]
     assert created[0]["result"]["trusted_values"] == 1 and len(created[0]["result"]["task_sha256"]) == 64

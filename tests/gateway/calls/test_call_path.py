@@ -213,6 +213,7 @@ def test_bad_input_gets_specific_4xx(http: httpx.Client, make_agent, running_gat
     ready = http.get("/readyz").json()
     assert ready["ready"] and ready["checks"] == {"policy": True, "database": True, "sandbox": True, "detector": True}
     assert ready["warm_pool"] == {"ready": 0, "size": 0} and ready["detector"]["unjudged_events"] == 0
+    assert ready["policy_engine"] == "opa"
     tools = http.get("/v1/tools", headers=dev.headers).json()["tools"]
     assert {t["name"] for t in tools} == {"shell.run", "python.run", "fs.read", "fs.write", "fs.list"}
     assert all(t["input_schema"]["type"] == "object" for t in tools)

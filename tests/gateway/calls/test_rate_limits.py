@@ -102,6 +102,6 @@ async def test_mcp_call_over_the_limit_is_an_error_result(limited_gateway: Runni
     headers = _agent(limited_gateway)
     async with (httpx2.AsyncClient(headers=headers, timeout=60) as http,
                 Client(streamable_http_client(f"{limited_gateway.url}/mcp", http_client=http)) as client):
-        results = [await client.call_tool("fs.list", {}) for _ in range(3)]
+        results = [await client.call_tool("fs__list", {}) for _ in range(3)]
     assert [r.is_error for r in results] == [False, False, True]
     assert results[2].meta["bastion/problem"] == "rate-limited" and "Retry after" in results[2].content[0].text

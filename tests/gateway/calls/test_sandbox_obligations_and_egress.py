@@ -5,6 +5,7 @@ The egress destinations are HTTP servers on the host's loopback whose ports the 
 ports; no request leaves the machine.
 """
 
+import asyncio
 import json
 import shutil
 import time
@@ -127,15 +128,30 @@ def test_a_role_without_egress_reaches_nothing(egress_gateway: RunningGateway, s
 
 async def test_deny_wins_over_allow_and_nothing_goes_out_between_calls() -> None:
     grants = EgressGrants(audit=None, tap=None)  # type: ignore[arg-type]
-    assert not (await grants.authorize("s1", "example.org", 443, [])).allow
+    assert not (await grants.authorize("s1", "example.org", 443, [], "call_1")).allow
     allow_all = Egress(allow=["*.example.org", "example.org"], deny=["evil.example.org"])
     with grants.granted("s1", "call_1", "agt", "http.get", allow_all):
-        assert (await grants.authorize("s1", "api.example.org", 443, [])).allow
+        assert (await grants.authorize("s1", "api.example.org", 443, [], "call_1")).allow
         with grants.granted("s1", "call_2", "agt", "http.get", Egress(allow=["evil.example.org"])):
-            refused = await grants.authorize("s1", "evil.example.org", 443, [])
-        assert not (await grants.authorize("s2", "api.example.org", 443, [])).allow
+            refused = await grants.authorize("s1", "evil.example.org", 443, [], "call_2")
+        assert not (await grants.authorize("s2", "api.example.org", 443, [], "call_1")).allow
     assert not refused.allow and "denied by the egress obligation of http.get (call_1)" in refused.reason
-    assert not (await grants.authorize("s1", "api.example.org", 443, [])).allow
+    assert not (await grants.authorize("s1", "api.example.org", 443, [], "call_1")).allow
+
+
+async def test_a_grant_serves_only_its_own_call_and_ends_with_it() -> None:
+    grants = EgressGrants(audit=None, tap=None)  # type: ignore[arg-type]
+    with grants.granted("s1", "call_1", "agt", "net.fetch", Egress(allow=["api.example.org"])):
+        ended = asyncio.ensure_future(grants.ended("s1", "call_1"))
+        with grants.granted("s1", "call_2", "agt", "python.run", None):
+            assert (await grants.authorize("s1", "api.example.org", 443, [], "call_1")).allow
+            other = await grants.authorize("s1", "api.example.org", 443, [], "call_2")
+            nobody = await grants.authorize("s1", "api.example.org", 443, [], None)
+        await asyncio.sleep(0)
+        assert not ended.done()
+    await asyncio.wait_for(ended, 1)
+    assert not other.allow and other.reason == "api.example.org:443 is not in the egress allowlist of python.run"
+    assert not nobody.allow and "granted only to the call it was decided for" in nobody.reason
 
 
 @pytest.mark.parametrize(("entry", "host", "port", "expected"), [

@@ -19,9 +19,11 @@ from bastion.gateway.cli.app import app as cli
 from bastion.gateway.db.engine import make_engine
 from bastion.gateway.policy_versions.control import PolicyControl
 from bastion.gateway.policy_versions.store import PolicyStore
+from bastion.gateway.revocations.store import RevocationStore
 from bastion.policy.backends.supervised import SupervisedRegoEngine
 from bastion.policy.bundle import default_bundle_dir, load_default_bundle
-from bastion.policy.validation import read_directory
+from bastion.policy.bundle_files import read_bundle_source
+from bastion.policy.validation import read_upload
 from tests.support.gateways import ADMIN_KEY, Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 HEADER = "package bastion.authz\n\nimport rego.v1\n\n"
@@ -74,7 +76,7 @@ def tool_call(client: httpx.Client, who: Agent, sid: str, tool: str, **args: obj
 
 
 def bundle_with(**extra: str) -> tuple[dict[str, str], dict[str, Any] | None]:
-    files, data = read_directory(default_bundle_dir())
+    files, data = read_bundle_source(default_bundle_dir())
     return {**files, **extra}, data
 
 
@@ -179,13 +181,13 @@ async def test_another_worker_follows_activation_and_rollback(policy_gateway: Ru
     database = make_engine(policy_gateway.settings.database_url)
     default = load_default_bundle()
     with SupervisedRegoEngine(default, workers=1) as other_engine:
-        other = PolicyControl(PolicyStore(database), AuditLog(database), other_engine, default,
-                              poll_interval_s=0.5)
+        other = PolicyControl(PolicyStore(database), RevocationStore(database), AuditLog(database), other_engine,
+                              read_upload(*read_bundle_source(default_bundle_dir())), poll_interval_s=0.5)
         poller = asyncio.create_task(other.run())
         async with httpx.AsyncClient(base_url=policy_gateway.url, timeout=120) as client:
             pushed = await client.post("/v1/policies", headers=ADMIN, json={
-                "files": {**read_directory(default_bundle_dir())[0], "listing.rego": NO_LISTING},
-                "data": read_directory(default_bundle_dir())[1], "author": "a", "message": "m"})
+                "files": {**read_bundle_source(default_bundle_dir())[0], "listing.rego": NO_LISTING},
+                "data": read_bundle_source(default_bundle_dir())[1], "author": "a", "message": "m"})
             version = pushed.json()["version"]
             revision = (await client.post(f"/v1/policies/{version}/activate", headers=ADMIN)).json()["revision"]
             assert await _converges(lambda: other_engine.revision == revision)
@@ -347,6 +349,50 @@ def test_shadow_mode_reports_live_differences_and_replay_reports_impact(client: 
     assert impact["replayed"] >= 2 and impact["allow_to_deny"] >= 1 and impact["errors"] == 0
     assert any(e["tool"] == "fs.list" and e["candidate_reasons"] == ["listing is switched off"]
                for e in impact["examples"]["allow_to_deny"])
+
+
+def test_replay_tells_the_candidates_rule_changes_from_revocations_made_since(client: httpx.Client) -> None:
+    dev, other = agent(client, "developer"), agent(client, "developer")
+    sid, other_sid = session(client, dev), session(client, other)
+    mine = [tool_call(client, dev, sid, "fs.list").json()["call_id"],
+            tool_call(client, dev, sid, "fs.write", path="b.txt", content="y").json()["call_id"]]
+    listed_by_other = tool_call(client, other, other_sid, "fs.list").json()["call_id"]
+    revoked = client.post("/v1/revocations", headers=ADMIN,
+                          json={"scope": "agent", "agent_id": dev.agent_id, "reason": "key leaked"})
+    assert revoked.status_code == 201
+    candidate = push(client, "candidate: no listing", *bundle_with(**{"listing.rego": NO_LISTING})).json()["version"]
+
+    impact = client.post(f"/v1/policies/{candidate}/replay", headers=ADMIN, json={"limit": 3}).json()
+    assert impact["replayed"] == 3 and impact["errors"] == 0
+    assert impact["allow_to_deny"] == 2, impact
+    assert {e["call_id"] for e in impact["examples"]["allow_to_deny"]} == {mine[0], listed_by_other}
+    since = impact["revocations"]
+    assert since["allow_to_deny"] == 1 and since["deny_to_allow"] == 0
+    [example] = since["examples"]["allow_to_deny"]
+    assert example["call_id"] == mine[1] and example["then_allow"] and not example["now_allow"]
+    assert any("key leaked" in reason for reason in example["now_reasons"])
+
+    default = client.post("/v1/policies/0/replay", headers=ADMIN, json={"limit": 3}).json()
+    assert default["allow_to_deny"] == 0 and default["revocations"]["allow_to_deny"] == 2
+    diffed = client.get("/v1/policies/diff", params={"a": 0, "b": candidate}, headers=ADMIN)
+    assert diffed.status_code == 200 and list(diffed.json()["files"]) == ["listing.rego"]
+    assert client.get("/v1/policies/diff", params={"a": 0, "b": 99999}, headers=ADMIN).status_code == 404
+    client.delete(f"/v1/revocations/{revoked.json()['id']}", headers=ADMIN).raise_for_status()
+
+
+def test_nested_data_files_land_at_their_directories_path(client: httpx.Client) -> None:
+    files, data = bundle_with(**{
+        "limits/data.json": json.dumps({"max_listing": 3}),
+        "limits.rego": HEADER + 'deny contains "too many listings" if {\n\tinput.tool.name == "fs.list"\n'
+                                '\tdata.limits.max_listing < 1\n}\n'})
+    stored = push(client, "nested data", files, data)
+    assert stored.status_code == 201, stored.text
+    version = client.get(f"/v1/policies/{stored.json()['version']}", headers=ADMIN).json()
+    assert version["data"]["limits"] == {"max_listing": 3} and "bastion" in version["data"]
+    clash = push(client, "clash", {**files, "bastion/data.json": json.dumps({"config": {"input_version": 1}})}, data)
+    assert clash.status_code == 422
+    assert "data.bastion.config.input_version is set by both the data field and bastion/data.json" in \
+        clash.json()["detail"]
 
 
 def test_eval_explains_which_rules_gave_each_reason(client: httpx.Client) -> None:

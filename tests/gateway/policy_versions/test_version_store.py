@@ -10,7 +10,8 @@ from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.db.engine import alembic_config, make_engine, migrate
 from bastion.gateway.policy_versions.store import PolicyStore, StaleState, upload_of
 from bastion.policy.bundle import default_bundle_dir
-from bastion.policy.validation import read_directory, read_upload
+from bastion.policy.bundle_files import read_bundle_source
+from bastion.policy.validation import read_upload
 
 POLICY_TABLES = {"policy_versions", "policy_state", "approvals", "policy_shadow_results"}
 
@@ -29,7 +30,7 @@ def test_migration_0003_creates_and_drops_the_policy_tables(database_url: str, e
 
 def test_versions_round_trip_and_state_changes_are_compare_and_set(engine: Engine) -> None:
     store = PolicyStore(engine)
-    upload = read_upload(*read_directory(default_bundle_dir()))
+    upload = read_upload(*read_bundle_source(default_bundle_dir()))
     first = store.add_version(upload, "alice", "first", "admin", tests_passed=8)
     second = store.add_version(upload, "bob", "second", "admin", tests_passed=8)
     assert (first.version, second.version) == (1, 2)

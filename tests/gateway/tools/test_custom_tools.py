@@ -263,12 +263,27 @@ def test_tool_files_are_rewritten_before_each_call(client: httpx.Client, registe
     ({"files": {"/etc/x": "x"}}, "invalid-tool-definition", "relative path"),
     ({"risk": "extreme"}, "invalid-request", "risk"),
     ({"egress": ["not a host"]}, "invalid-request", "host"),
+    ({"name": "billing.send_money\n"}, "invalid-tool-definition", "newline"),
+    ({"name": "shell.run\n"}, "invalid-tool-definition", "newline"),
+    ({"name": "a." + "b" * 127}, "invalid-request", "128"),
+    ({"egress": ["pypi.org\n"]}, "invalid-request", "host"),
+    ({"image": "python:3\n"}, "invalid-request", "image"),
 ])
 def test_bad_definitions_get_specific_problems(client: httpx.Client, tools_gateway: RunningGateway,
                                                change: dict, kind: str, text: str) -> None:
     response = client.post("/v1/tools", json={**PAY_TOOL, **change}, headers=tools_gateway.admin)
     assert response.status_code in {409, 422}, response.text
     assert response.json()["type"].endswith(f"/{kind}") and text in response.json()["detail"]
+
+
+def test_names_as_long_as_mcp_allows_register_and_run(client: httpx.Client, tools_gateway: RunningGateway) -> None:
+    """A name part may be 128 characters and a whole name 128 (MCP's limit), stored and listed as such."""
+    for name in ("restaurants.get_rating_reviews_for_restaurants", "x" * 64 + "." + "y" * 63):
+        registered = client.post("/v1/tools", json={**ECHO_TOOL, "name": name}, headers=tools_gateway.admin)
+        assert registered.status_code == 201, registered.text
+        assert client.get(f"/v1/tools/{name}", headers=tools_gateway.admin).json()["name"] == name
+        assert name in {tool["name"] for tool in client.get("/v1/tools", headers=tools_gateway.admin).json()["tools"]}
+        assert client.delete(f"/v1/tools/{name}", headers=tools_gateway.admin).status_code == 204
 
 
 def test_only_admins_register_and_retire_tools(client: httpx.Client, registered: dict[str, dict],
@@ -301,13 +316,14 @@ async def test_mcp_lists_and_calls_custom_tools_by_policy(client: httpx.Client, 
     async with (httpx2.AsyncClient(headers=payer, timeout=60) as http,
                 Client(streamable_http_client(f"{tools_gateway.url}/mcp", http_client=http)) as mcp):
         listed = {tool.name: tool for tool in (await mcp.list_tools()).tools}
-        assert {"billing.send_money", "util.echo_args", "fs.list"} <= set(listed) and "shell.run" not in listed
-        assert listed["billing.send_money"].meta == {"bastion/version": "1", "bastion/risk": "high"}
-        paid = await mcp.call_tool("billing.send_money", {"recipient": "$(id)", "amount": 5})
+        assert {"billing__send_money", "util__echo_args", "fs__list"} <= set(listed) and "shell__run" not in listed
+        assert listed["billing__send_money"].meta == {"bastion/name": "billing.send_money", "bastion/version": "1",
+                                                      "bastion/risk": "high"}
+        paid = await mcp.call_tool("billing__send_money", {"recipient": "$(id)", "amount": 5})
     assert json.loads(paid.content[0].text)["argv"] == ["--to", "$(id)", "--amount", "5", "--memo=none"]
     async with (httpx2.AsyncClient(headers=developer, timeout=60) as http,
                 Client(streamable_http_client(f"{tools_gateway.url}/mcp", http_client=http)) as mcp):
-        assert "billing.send_money" not in {tool.name for tool in (await mcp.list_tools()).tools}
+        assert "billing__send_money" not in {tool.name for tool in (await mcp.list_tools()).tools}
 
 
 def test_a_tool_with_its_own_image_runs_in_a_hardened_companion_container(

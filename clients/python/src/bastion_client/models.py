@@ -36,6 +36,8 @@ class CallResult:
     data: dict[str, Any] | None = None
     oom_killed: bool = False
     seccomp_killed: bool = False
+    killed_processes: int = 0
+    """Processes the call left running that the sandbox killed when it ended."""
 
     @property
     def ok(self) -> bool:
@@ -49,7 +51,8 @@ class CallResult:
         return cls(call_id=body["call_id"], exit_code=result["exit_code"], stdout=result["stdout"],
                    stderr=result["stderr"], duration_ms=result["duration_ms"], timed_out=result["timed_out"],
                    truncated=result["truncated"], decision=Decision.of(body["decision"]), data=result.get("data"),
-                   oom_killed=result.get("oom_killed", False), seccomp_killed=result.get("seccomp_killed", False))
+                   oom_killed=result.get("oom_killed", False), seccomp_killed=result.get("seccomp_killed", False),
+                   killed_processes=result.get("killed_processes", 0))
 
 
 @dataclass(frozen=True)

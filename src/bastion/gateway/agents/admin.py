@@ -1,6 +1,7 @@
 """Admin operations on agents: read, filter, change roles/labels, disable, and rotate keys."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -43,19 +44,22 @@ class AgentAdmin:
                 if (role is None or role in row.roles)
                 and all(row.labels.get(k) == v for k, v in (labels or {}).items())]
 
-    def update(self, agent_id: str, changes: AgentChanges) -> Principal | None:
-        """Apply `changes` to an agent; None if there is no such agent."""
+    def update(self, agent_id: str, changes: AgentChanges) -> tuple[Principal, dict[str, dict[str, Any]]] | None:
+        """Apply `changes` to an agent and say which fields really changed (from, to); None if there is no such
+        agent."""
         with Session(self._engine, expire_on_commit=False) as db:
             row = db.get(Principal, agent_id)
             if row is None or row.kind != "agent":
                 return None
+            changed: dict[str, dict[str, Any]] = {}
             for name in ("name", "roles", "labels", "disabled"):
                 value = getattr(changes, name)
-                if value is not None:
+                if value is not None and value != getattr(row, name):
+                    changed[name] = {"from": getattr(row, name), "to": value}
                     setattr(row, name, value)
             db.add(row)
             db.commit()
-            return row
+            return row, changed
 
     def rotate_key(self, agent_id: str) -> tuple[Principal, str] | None:
         """Give an agent a new key (the old one stops working at once); None if there is no such agent."""

@@ -37,11 +37,15 @@ class PrincipalView:
 
 
 class PrincipalStore:
-    """Creates principals and resolves bearer keys, with an in-process cache keyed by key hash."""
+    """Creates principals and resolves bearer keys, with an in-process cache keyed by key hash.
+
+    `forget` bumps a generation: a view loaded while it ran (the row read before a disable or key rotation
+    committed) is neither cached nor trusted, and is read again."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._by_hash: dict[str, PrincipalView] = {}
+        self._generation = 0
 
     def ensure_admin(self, configured_key: str | None) -> str | None:
         """Make sure an admin principal exists; return a newly generated key to print once, else None."""
@@ -86,7 +90,11 @@ class PrincipalStore:
         cached = self._by_hash.get(key_hash)
         if cached is not None:
             return cached
-        row = await asyncio.to_thread(self._load_by_hash, key_hash)
+        while True:
+            generation = self._generation
+            row = await asyncio.to_thread(self._load_by_hash, key_hash)
+            if generation == self._generation:
+                break
         if row is None:
             return None
         view = PrincipalView.of(row)
@@ -94,7 +102,9 @@ class PrincipalStore:
         return view
 
     def forget(self, principal_id: str) -> None:
-        """Drop a principal's cached views, so the next request reads its changed row (or finds its key gone)."""
+        """Drop a principal's cached views, so the next request reads its changed row (or finds its key gone); a
+        load in flight now is read again."""
+        self._generation += 1
         for key_hash in [h for h, view in self._by_hash.items() if view.id == principal_id]:
             self._by_hash.pop(key_hash, None)
 

@@ -7,18 +7,21 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from opentelemetry import context, propagate
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.gateway.api.body_limits import RequestLimits
 from bastion.gateway.api.mcp import McpEndpoint
 from bastion.gateway.api.openapi import install_openapi
 from bastion.gateway.api.problems import install_problem_handlers
+from bastion.gateway.api.resource_metadata import resource_metadata_router
 from bastion.gateway.api.routes import (
     agents,
     approvals,
     audit,
     detector,
     health,
+    metrics,
     operators,
     policies,
     revocations,
@@ -41,7 +44,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
     """Build the app; the gateway starts (migrations, sandbox, detector) in the lifespan. `freeze_heap` is for a
     process that serves this one app (`bastion serve`): see `freeze_startup_heap`."""
     settings = settings or Settings()
-    mcp = McpEndpoint(lambda: app.state.gateway, settings.mcp_list_cache_s)
+    mcp = McpEndpoint(lambda: app.state.gateway, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,14 +64,16 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
 
     app = FastAPI(title="bastion", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
-    for module in (sessions, health, agents, tools, audit, revocations, policies, approvals, detector,
+    for module in (sessions, health, metrics, agents, tools, audit, revocations, policies, approvals, detector,
                    operators):
         app.include_router(module.router)  # sessions first: FastAPI tries the routers in order on every request
+    app.include_router(resource_metadata_router(settings))
     app.add_route("/mcp", mcp, include_in_schema=False)
     install_console(app)
     install_openapi(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
     app.add_middleware(FreshLogContext)
+    app.add_middleware(TraceContext)
     return app
 
 
@@ -94,3 +99,22 @@ class FreshLogContext:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         structlog.contextvars.clear_contextvars()
         await self.app(scope, receive, send)
+
+
+class TraceContext:
+    """ASGI middleware: a request that carries a W3C `traceparent` header continues its caller's trace (the call's
+    spans become children of the caller's span)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not any(name == b"traceparent" for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        token = context.attach(propagate.extract(carrier))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)

@@ -1,9 +1,10 @@
 """The Model Context Protocol surface at `/mcp`: streamable HTTP, stateless, authenticated by the agent's key.
 
-`tools/list` shows only the tools this agent's policy allows (each tool decided once with a probe input);
-`tools/call` runs through the same CallPipeline as REST, and every refusal comes back as a CallToolResult
-with `isError: true` and the problem's text. Calls run in the session named by `X-Bastion-Session`, or
-in this agent's MCP session, created on its first call.
+`tools/list` shows only the tools this agent's policy allows (each tool decided once with a probe input), under
+names every host accepts (`mcp_names`: `shell.run` is `shell__run`); `tools/call` maps the name back and runs
+through the same CallPipeline as REST, and every refusal comes back as a CallToolResult with `isError: true` and
+the problem's text. Calls run in the session named by `X-Bastion-Session`, or in this agent's MCP session, created
+on its first call.
 """
 
 import asyncio
@@ -21,14 +22,17 @@ from starlette.types import Message, Receive, Scope, Send
 
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.api.deps import get_agent, get_principal
+from bastion.gateway.api.mcp_names import ToolNames, mcp_name
 from bastion.gateway.api.problems import Problem, as_problem, problem_response
 from bastion.gateway.api.request_meta import request_meta
+from bastion.gateway.api.resource_metadata import bearer_challenge, public_base
 from bastion.gateway.calls.approvals import ApprovalPending
 from bastion.gateway.calls.pipeline import CallOutcome
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.sessions.lifecycle import SessionTrust
 from bastion.gateway.sessions.store import LiveSession
+from bastion.gateway.settings import Settings
 from bastion.gateway.tools.builtin import Tool
 from bastion.policy.types import DecisionContext, DecisionInput, SessionInfo
 
@@ -66,17 +70,20 @@ def probe_args(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class McpEndpoint:
-    """ASGI app served at `/mcp`: authenticates the agent, then hands the request to the MCP SDK."""
+    """ASGI app served at `/mcp`: authenticates the agent (a 401 names the resource metadata), then hands the
+    request to the MCP SDK."""
 
-    def __init__(self, gateway_of: Callable[[], Gateway], list_cache_s: float) -> None:
+    def __init__(self, gateway_of: Callable[[], Gateway], settings: Settings) -> None:
         self._gateway_of = gateway_of
-        self._list_cache_s = list_cache_s
+        self._settings = settings
+        self._list_cache_s = settings.mcp_list_cache_s
         self._visible: dict[tuple[Any, ...], tuple[float, list[str]]] = {}
         self._agent_sessions: dict[str, str] = {}
         self._session_locks: dict[str, asyncio.Lock] = {}
+        self._names = ToolNames(())
         self.server: Server[Any] = Server(
             "bastion", version="0.1.0", title="bastion gateway", instructions=_INSTRUCTIONS,
-            cache_hints={"tools/list": CacheHint(ttl_ms=int(list_cache_s * 1000), scope="private")},
+            cache_hints={"tools/list": CacheHint(ttl_ms=int(self._list_cache_s * 1000), scope="private")},
             get_tool_input_schema=self._input_schema,
             on_list_tools=self._list_tools, on_call_tool=self._call_tool)
         self.manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=True)
@@ -86,6 +93,9 @@ class McpEndpoint:
         try:
             agent = await get_agent(await get_principal(request))
         except Problem as problem:
+            if problem.status == 401:
+                challenge = bearer_challenge(public_base(request, self._settings), "authorization" in request.headers)
+                problem.headers = {**problem.headers, "WWW-Authenticate": challenge}
             await problem_response(problem)(scope, receive, send)
             return
         state = scope.setdefault("state", {})
@@ -102,9 +112,16 @@ class McpEndpoint:
 
         await self.manager.handle_request(scope, receive, send_private)
 
+    def _canonical(self, tools: dict[str, Tool], name: str) -> str | None:
+        """The canonical name of the tool a host calls `name` (the mapping is rebuilt when the catalog changes)."""
+        if self._names.canonical != tools.keys():
+            self._names = ToolNames(tools)
+        return self._names.canonical_of(name)
+
     def _input_schema(self, name: str) -> dict[str, Any] | None:
-        tool = self._gateway_of().catalog.tools.get(name)
-        return tool.input_schema if tool is not None else None
+        tools = self._gateway_of().catalog.tools
+        canonical = self._canonical(tools, name)
+        return tools[canonical].input_schema if canonical is not None else None
 
     async def _list_tools(self, ctx: ServerRequestContext[Any, Any],
                           _params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -134,7 +151,8 @@ class McpEndpoint:
         gateway = self._gateway_of()
         pipeline = gateway.pipeline
         agent = _agent_of(ctx)
-        if params.name not in gateway.catalog.tools:
+        name = self._canonical(gateway.catalog.tools, params.name)
+        if name is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool {params.name!r}; tools/list shows the tools "
                                                  "this agent may call.")
         request: Request = ctx.request
@@ -142,7 +160,7 @@ class McpEndpoint:
             session = await self._session(gateway, agent, request.headers.get(SESSION_HEADER), _trust_of(params))
             request.state.bastion_session = session.id
             started = time.perf_counter()
-            outcome = await pipeline.call(agent, session, params.name, dict(params.arguments or {}),
+            outcome = await pipeline.call(agent, session, name, dict(params.arguments or {}),
                                           request_meta(request, "mcp"))
             pipeline_ms = (time.perf_counter() - started) * 1000
         except (Problem, GatewayError) as error:
@@ -208,10 +226,10 @@ def _allowed_tools(gateway: Gateway, agent: PrincipalView, tools: list[Tool]) ->
 def _mcp_tool(tool: Tool) -> types.Tool:
     read_only = tool.name in _READ_ONLY
     return types.Tool(
-        name=tool.name, description=tool.description, input_schema=tool.input_schema,
+        name=mcp_name(tool.name), title=tool.name, description=tool.description, input_schema=tool.input_schema,
         annotations=types.ToolAnnotations(read_only_hint=read_only, destructive_hint=not read_only,
                                           open_world_hint=tool.network),
-        meta={"bastion/version": tool.version, "bastion/risk": tool.risk})
+        meta={"bastion/name": tool.name, "bastion/version": tool.version, "bastion/risk": tool.risk})
 
 
 def _outcome_result(outcome: CallOutcome, session_id: str, pipeline_ms: float) -> types.CallToolResult:

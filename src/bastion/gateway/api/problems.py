@@ -41,9 +41,10 @@ STATUS_OF_KIND: dict[str, int] = {
     "unknown-tool": 422, "unknown-runtime": 422, "limits-too-loose": 422,
     "denied": 403, "revoked": 403, "obligations-unmet": 403, "approval-denied": 403,
     "unknown-approval": 404, "approval-not-pending": 409, "session-ended": 409,
-    "rate-limited": 429,
+    "rate-limited": 429, "session-cap-reached": 429,
     "operator-exists": 409, "unknown-operator": 404, "bad-operator": 422,
     "detector-unavailable": 503, "detector-backlog": 503, "sandbox-unavailable": 503, "audit-unavailable": 503,
+    "sandbox-capacity": 503,
 }
 """The HTTP status of each kind of GatewayError."""
 

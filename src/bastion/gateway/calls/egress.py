@@ -1,16 +1,19 @@
-"""Egress decided by policy: each allowed call's `egress` obligation is its sandbox's allowlist while it runs.
+"""Egress decided by policy: each allowed call's `egress` obligation is the allowlist of that call's processes.
 
-The sandbox's egress proxy asks `authorize` about every destination. A destination may be reached while a
-call of the session is in flight whose obligation lists it (`host`, `host:port` or `*.domain`), and whose tool
-lists it too when the tool declares its destinations (custom tools), and no call in flight lists it under
-`deny` (deny wins); outside a call nothing goes out. Every attempt, allowed or refused, becomes an `egress`
-audit record and is handed on to the detector's tap.
+The sandbox's egress proxy asks `authorize` about every destination, naming the call whose process tree opened
+the connection. A destination may be reached while that call is in flight, when its obligation lists it
+(`host`, `host:port` or `*.domain`), its tool lists it too when the tool declares its destinations (custom
+tools), and no call of the session in flight lists it under `deny` (deny wins). What one call is granted no other
+process of the session can use, and its connections end with it; outside a call nothing goes out. Every
+attempt, allowed or refused, becomes an `egress` audit record naming the call that made it, and is handed on to
+the detector's tap.
 """
 
+import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.detection.feed import MAX_SESSIONS, EgressTap
@@ -29,6 +32,7 @@ class Grant:
     allow: tuple[str, ...]
     deny: tuple[str, ...]
     declared: tuple[str, ...] | None
+    over: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
 
     def allows(self, host: str, port: int) -> bool:
         """Listed by the policy's obligation and, for a tool that declares its destinations, by the tool too."""
@@ -65,6 +69,7 @@ class EgressGrants:
         self._max_sessions = max_sessions
         self._grants: dict[str, dict[str, Grant]] = {}
         self._last: OrderedDict[str, Grant] = OrderedDict()
+        self._recent: OrderedDict[str, Grant] = OrderedDict()
 
     @contextlib.contextmanager
     def granted(self, session_id: str, call_id: str, agent_id: str, tool: str, egress: Egress | None,
@@ -74,47 +79,64 @@ class EgressGrants:
         grant = Grant(call_id, agent_id, tool, tuple(egress.allow) if egress else (),
                       tuple(egress.deny) if egress else (), declared)
         self._grants.setdefault(session_id, {})[call_id] = grant
-        self._last[session_id] = grant
-        self._last.move_to_end(session_id)
-        while len(self._last) > self._max_sessions:
-            self._last.popitem(last=False)
+        self._keep(self._last, session_id, grant)
+        self._keep(self._recent, call_id, grant)
         try:
             yield
         finally:
+            grant.over.set()
             in_flight = self._grants.get(session_id, {})
             in_flight.pop(call_id, None)
             if not in_flight:
                 self._grants.pop(session_id, None)
+
+    def _keep(self, kept: OrderedDict[str, Grant], key: str, grant: Grant) -> None:
+        kept[key] = grant
+        kept.move_to_end(key)
+        while len(kept) > self._max_sessions:
+            kept.popitem(last=False)
 
     def forget(self, session_id: str) -> None:
         """Drop what is kept of an ended session."""
         self._grants.pop(session_id, None)
         self._last.pop(session_id, None)
 
-    async def authorize(self, session_id: str, host: str, port: int, addresses: list[str]) -> EgressDecision:
-        """Allowed when a call in flight lists the destination and none denies it."""
+    async def authorize(self, session_id: str, host: str, port: int, addresses: list[str],
+                        call_id: str | None = None) -> EgressDecision:
+        """Allowed when `call_id`, the call that opened the connection, is in flight and lists the destination, and
+        no call of the session in flight denies it."""
         where = authority(host, port)
-        grants = list(self._grants.get(session_id, {}).values())
-        if not grants:
+        in_flight = self._grants.get(session_id, {})
+        if not in_flight:
             return EgressDecision(allow=False, reason=f"{where}: no call of this session is running")
-        for grant in grants:
+        for grant in in_flight.values():
             if any(matches(entry, host, port) for entry in grant.deny):
                 return EgressDecision(allow=False, reason=f"{where} is denied by the egress obligation of "
                                                           f"{grant.tool} ({grant.call_id})")
-        for grant in grants:
-            if grant.allows(host, port):
-                return EgressDecision(allow=True, reason=f"{where} is allowed by the egress obligation of "
-                                                         f"{grant.tool} ({grant.call_id})")
-        tools = ", ".join(sorted({grant.tool for grant in grants}))
-        return EgressDecision(allow=False, reason=f"{where} is not in the egress allowlist of {tools}")
+        grant = in_flight.get(call_id) if call_id is not None else None
+        if grant is None:
+            return EgressDecision(allow=False, reason=f"{where}: the connection was not opened by the processes of "
+                                                      "a call in flight (a destination is granted only to the call "
+                                                      "it was decided for, never to the session)")
+        if grant.allows(host, port):
+            return EgressDecision(allow=True, reason=f"{where} is allowed by the egress obligation of "
+                                                     f"{grant.tool} ({grant.call_id})")
+        return EgressDecision(allow=False, reason=f"{where} is not in the egress allowlist of {grant.tool}")
+
+    async def ended(self, session_id: str, call_id: str | None) -> None:
+        """Return once the call's grant is over (at once for a call not in flight)."""
+        grant = self._grants.get(session_id, {}).get(call_id) if call_id is not None else None
+        if grant is not None:
+            await grant.over.wait()
 
     async def record(self, attempt: EgressAttempt) -> None:
         """Audit one finished attempt and hand it to the detector's tap."""
         await self._tap.record(attempt)
         session_id = attempt.session_id
-        grant = self._last.get(session_id) if session_id is not None else None
+        grant = self._recent.get(attempt.call_id) if attempt.call_id is not None else None
+        agent = grant or (self._last.get(session_id) if session_id is not None else None)
         await self._audit.append_async([AuditEntry(
-            kind="egress", agent_id=grant.agent_id if grant else None, session_id=session_id,
+            kind="egress", agent_id=agent.agent_id if agent else None, session_id=session_id,
             call_id=grant.call_id if grant else None, tool=grant.tool if grant else None, allow=attempt.allowed,
             reasons=[attempt.reason] if attempt.reason else [],
             result={"method": attempt.method, "host": attempt.host, "port": attempt.port,

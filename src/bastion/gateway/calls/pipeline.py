@@ -27,6 +27,8 @@ from bastion.gateway.detection.risk import RiskBoard
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
 from bastion.gateway.sessions.store import LiveSession, SessionStore
+from bastion.gateway.telemetry.metrics import GatewayMetrics
+from bastion.gateway.telemetry.tracing import tracer
 from bastion.gateway.tools.builtin import Tool, schema_errors
 from bastion.policy.engine import PolicyEngine
 from bastion.policy.obligations import parse_obligations
@@ -113,6 +115,7 @@ class CallPipeline:
     risk: RiskBoard
     feed: DetectorFeed
     on_verdict: Callable[[Verdict], Awaitable[bool]]
+    metrics: GatewayMetrics
     provenance_action: Action = "revoke_session"
     in_flight: int = field(default=0, init=False)
 
@@ -128,7 +131,27 @@ class CallPipeline:
     async def call(self, principal: PrincipalView, session: LiveSession, tool_name: str,
                    args: dict[str, Any], request_meta: dict[str, Any],
                    observer: CallObserver | None = None) -> CallOutcome:
-        """Authorize, contain, audit and publish one call; raise a GatewayError for every refusal."""
+        """Authorize, contain, audit and publish one call; raise a GatewayError for every refusal. The call is one
+        span (`bastion.call`, its stages as children) and counts in `bastion_calls_total` by outcome."""
+        with tracer.start_as_current_span("bastion.call", attributes={
+                "bastion.tool": tool_name, "bastion.agent_id": principal.id,
+                "bastion.session_id": session.id}) as span:
+            try:
+                outcome = await self._call(principal, session, tool_name, args, request_meta, observer)
+            except GatewayError as refused:
+                span.set_attribute("bastion.outcome", refused.kind)
+                self.metrics.call_finished(tool_name if tool_name in self.tools else "unknown", refused.kind)
+                raise
+            except ApprovalPending:
+                span.set_attribute("bastion.outcome", "pending-approval")
+                self.metrics.call_finished(tool_name, "pending-approval")
+                raise
+            span.set_attributes({"bastion.outcome": "ok", "bastion.call_id": outcome.call_id})
+            self.metrics.call_finished(tool_name, "ok")
+            return outcome
+
+    async def _call(self, principal: PrincipalView, session: LiveSession, tool_name: str, args: dict[str, Any],
+                    request_meta: dict[str, Any], observer: CallObserver | None) -> CallOutcome:
         tool = self.tool(tool_name)
         self.arg_limits.check(tool.name, args)
         errors = schema_errors(tool, args)
@@ -140,7 +163,9 @@ class CallPipeline:
         self.limiter.take(principal.id, tool.name)
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
-        if not await self.barrier.wait(principal.id, self.barrier_timeout_s):
+        with self.metrics.stage("detector_wait"):
+            judged = await self.barrier.wait(principal.id, self.barrier_timeout_s)
+        if not judged:
             error = self.events.unjudged_error(principal.id)
             if error is not None:
                 raise GatewayError("detector-unavailable", "Detector could not judge earlier calls",
@@ -166,13 +191,16 @@ class CallPipeline:
         decision_input = self._decision_input(principal, session, tool, args, request_meta, history, rates,
                                               features)
         decide_started = time.perf_counter_ns()
-        if revoked:
-            decision = Decision(allow=False, reasons=["revoked", *revoked], revision=self.policy.revision)
-        else:
-            decided = self.policy.decided(decision_input) or await asyncio.to_thread(self.policy.decide, decision_input)
-            decision = await self._guarded(self.risk.amend(principal.id, decided), features, call_id, principal,
-                                           session, tool)
+        with self.metrics.stage("policy"):
+            if revoked:
+                decision = Decision(allow=False, reasons=["revoked", *revoked], revision=self.policy.revision)
+            else:
+                decided = (self.policy.decided(decision_input)
+                           or await asyncio.to_thread(self.policy.decide, decision_input))
+                decision = await self._guarded(self.risk.amend(principal.id, decided), features, call_id, principal,
+                                               session, tool)
         decide_ns = time.perf_counter_ns() - decide_started
+        self.metrics.decided(decision.allow, bool(revoked))
         redacted_input, redacted_decision, secrets = self.redactor.redact_decision(
             decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
         await self._append(AuditEntry(
@@ -219,11 +247,13 @@ class CallPipeline:
         if obligations.limits is not None and obligations.limits.max_output_bytes is not None:
             output_cap = min(output_cap, obligations.limits.max_output_bytes)
         request = tool.to_request(args, self._timeout(args, decision, tool), output_cap)
+        request.call_id = call_id
         if observer is not None:
             await observer.started(call_id, decision)
         started = time.perf_counter()
         try:
-            with self.egress.granted(session.id, call_id, principal.id, tool.name, obligations.egress, tool.egress):
+            with (self.egress.granted(session.id, call_id, principal.id, tool.name, obligations.egress, tool.egress),
+                  self.metrics.stage("sandbox")):
                 result = await self._run(session.id, tool, request, observer)
         except asyncio.CancelledError:
             await asyncio.shield(self._append(AuditEntry(
@@ -346,7 +376,8 @@ class CallPipeline:
         denial: nothing runs) only until it is queued, in order, for the next commit. `ran`: the call has run."""
         try:
             if committed:
-                await self.audit.append_async([entry], lone=self.in_flight == 1)
+                with self.metrics.stage("audit_commit"):
+                    await self.audit.append_async([entry], lone=self.in_flight == 1)
             else:
                 await self.audit.append_queued([entry])
         except AuditStoreError as exc:

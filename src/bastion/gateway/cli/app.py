@@ -7,6 +7,7 @@ from bastion.gateway.cli.approvals import approvals_app
 from bastion.gateway.cli.audit import audit_app
 from bastion.gateway.cli.demo import demo
 from bastion.gateway.cli.detector import detector_app
+from bastion.gateway.cli.mcp_stdio import mcp_stdio
 from bastion.gateway.cli.operators import operators_app
 from bastion.gateway.cli.policy import policy_app
 from bastion.gateway.cli.serve import migrate, serve, setup
@@ -21,6 +22,7 @@ app.add_typer(operators_app, name="operators")
 app.add_typer(policy_app, name="policy")
 for command in (serve, setup, migrate, demo):
     app.command()(command)
+app.command("mcp-stdio")(mcp_stdio)
 
 
 @app.callback()

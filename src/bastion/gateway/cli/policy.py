@@ -42,28 +42,38 @@ def _request(method: str, url: str, admin_key: str, path: str, body: dict[str, A
     return response.json()
 
 
-def _print_report(report: dict[str, Any], tests: list[dict[str, Any]]) -> None:
+def _print_report(report: dict[str, Any], tests: list[dict[str, Any]], out: Console = console) -> None:
     for error in report["errors"]:
         errors.print(f"[red]error[/red] {error['text']}")
     for test in tests:
         mark = "[green]PASS[/green]" if test["passed"] else "[red]FAIL[/red]"
         note = " (input lifted)" if test["input_lifted"] else ""
         line = f"{mark} {test['name']} ({test['file']}:{test['line']}){note}"
-        console.print(line + (f": {test['error']}" if test["error"] else ""))
+        out.print(line + (f": {test['error']}" if test["error"] else ""))
 
 
 @policy_app.command("test")
-def test(directory: Annotated[Path, typer.Argument(help="Bundle directory: .rego, *_test.rego, data.json")]) -> None:
-    """Compile, schema-check and run the bundle's tests locally, each in a contained evaluator (like opa test)."""
+def test(directory: Annotated[Path, typer.Argument(help="Bundle directory or .tar.gz: .rego, *_test.rego, data "
+                                                       "files")],
+         coverage: Annotated[bool, typer.Option("--coverage", help="Print the coverage report of `opa test "
+                                                "--coverage` (JSON) instead of the test lines")] = False) -> None:
+    """Compile, schema-check and run the bundle's tests locally, each in a contained evaluator (as opa test)."""
+    from bastion.policy.bundle_files import read_bundle_source
     from bastion.policy.errors import PolicyBundleError
-    from bastion.policy.validation import read_directory, read_upload, validate
+    from bastion.policy.validation import read_upload, validate
 
     try:
-        upload = read_upload(*read_directory(directory))
+        upload = read_upload(*read_bundle_source(directory))
     except PolicyBundleError as exc:
         errors.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from exc
-    report = validate(upload)
+    report = validate(upload, coverage=coverage)
+    if coverage and report.coverage is not None:
+        _print_report(report.to_json(), [test.to_json() for test in report.failed_tests], out=errors)
+        print(json.dumps(report.coverage.to_json(), indent=2))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     _print_report(report.to_json(), [test.to_json() for test in report.tests])
     passed = sum(test.passed for test in report.tests)
     console.print(f"{passed}/{len(report.tests)} tests passed, revision {report.revision}")
@@ -76,14 +86,19 @@ def test(directory: Annotated[Path, typer.Argument(help="Bundle directory: .rego
 
 
 @policy_app.command("push")
-def push(directory: Annotated[Path, typer.Argument(help="Bundle directory")],
+def push(directory: Annotated[Path, typer.Argument(help="Bundle directory or .tar.gz")],
          message: Annotated[str, typer.Option("--message", "-m", help="What this version changes")],
          author: Annotated[str, typer.Option(help="Who wrote it")] = "bastion-cli",
          url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
     """Upload a bundle as a new version (validated and tested on the gateway; not activated)."""
-    from bastion.policy.validation import read_directory
+    from bastion.policy.bundle_files import read_bundle_source
+    from bastion.policy.errors import PolicyBundleError
 
-    files, data = read_directory(directory)
+    try:
+        files, data = read_bundle_source(directory)
+    except PolicyBundleError as exc:
+        errors.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
     version = _request("POST", url, admin_key, "/v1/policies",
                        {"files": files, "data": data, "author": author, "message": message})
     console.print(f"[green]stored version {version['version']}[/green] revision {version['revision']}, "
@@ -108,7 +123,7 @@ def list_versions(url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
 
 @policy_app.command("diff")
 def diff(a: int, b: int, url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
-    """Unified diff of two stored versions."""
+    """Unified diff of two stored versions (0: the bundled default)."""
     answer = _request("GET", url, admin_key, "/v1/policies/diff", params={"a": a, "b": b})
     if not answer["files"]:
         console.print("no differences")
@@ -155,24 +170,35 @@ def shadow(version: Annotated[int | None, typer.Argument(help="Version to shadow
 
 
 @policy_app.command("replay")
-def replay(version: int, limit: Annotated[int, typer.Option(help="How many recent decisions")] = 1000,
+def replay(version: Annotated[int, typer.Argument(help="Candidate version (0: the bundled default)")],
+           limit: Annotated[int, typer.Option(help="How many recent decisions")] = 1000,
            url: Url = DEFAULT_URL, admin_key: AdminKey = "") -> None:
-    """Impact analysis: how a version would have decided the last N audited calls."""
+    """Impact analysis: how a version would have decided the last N audited calls, its rules' changes apart from
+    those of revocations made or lifted since."""
     report = _request("POST", url, admin_key, f"/v1/policies/{version}/replay", {"limit": limit})
-    console.print(f"replayed {report['replayed']}: {report['allow_to_deny']} allow→deny, "
+    console.print(f"replayed {report['replayed']}, by the candidate's rules: {report['allow_to_deny']} allow→deny, "
                   f"{report['deny_to_allow']} deny→allow, {report['reasons_changed']} with other reasons, "
                   f"{report['errors']} errors")
     for kind, examples in report["examples"].items():
         for example in examples:
             console.print(f"  {kind} {example['call_id']} {example['tool']}: {example['recorded_reasons']} → "
                           f"{example['candidate_reasons']}")
+    since = report["revocations"]
+    console.print(f"by revocations made or lifted since: {since['allow_to_deny']} allow→deny, "
+                  f"{since['deny_to_allow']} deny→allow, {since['reasons_changed']} with other reasons")
+    for kind, examples in since["examples"].items():
+        for example in examples:
+            console.print(f"  {kind} {example['call_id']} {example['tool']}: {example['then_reasons']} → "
+                          f"{example['now_reasons']}")
 
 
 @policy_app.command("eval")
 def evaluate(input_file: Annotated[Path, typer.Option("--input", help="JSON file holding the decision input")],
              directory: Annotated[Path | None, typer.Option("--dir", help="Bundle directory (default: bundled)")]
-             = None) -> None:
-    """Decide one input locally and show which rules produced each reason."""
+             = None,
+             explain_rules: Annotated[bool, typer.Option("--explain", help="Name the rules behind each reason "
+                                                         "(from OPA's trace)")] = False) -> None:
+    """Decide one input locally; with --explain, show which rules produced each reason."""
     from bastion.policy.bundle import PolicyBundle, default_bundle_dir
     from bastion.policy.errors import PolicyError
     from bastion.policy.explain import explain
@@ -190,7 +216,7 @@ def evaluate(input_file: Annotated[Path, typer.Option("--input", help="JSON file
     for reason in decision.reasons:
         sources = explanation.sources.get(reason, [])
         where = ", ".join(str(source) for source in sources) or "the decision document itself"
-        console.print(f"  {reason}\n    ← {where}", markup=False, highlight=False)
+        console.print(f"  {reason}" + (f"\n    ← {where}" if explain_rules else ""), markup=False, highlight=False)
     if decision.obligations:
         console.print("obligations: " + json.dumps(decision.obligations, sort_keys=True), markup=False,
                       highlight=False)

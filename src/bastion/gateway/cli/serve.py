@@ -19,17 +19,20 @@ def serve(
     import uvicorn
 
     from bastion.gateway.api.app import create_app
+    from bastion.gateway.api.serving import forwarded_options
     from bastion.gateway.logging import configure_logging
+    from bastion.gateway.telemetry.tracing import configure_tracing
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    configure_tracing()
     bind, number = host or settings.host, port or settings.port
     base = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '') else bind}:{number}"
     console.print(f"[green]bastion[/green] serving on {base}  (data: {settings.data_dir})\n"
                   f"  API reference: {base}/docs   MCP: {base}/mcp   health: {base}/readyz\n"
                   "  documentation: docs/ in the source tree; `make docs` builds it into build/site/index.html")
     uvicorn.run(create_app(settings, freeze_heap=True), host=bind, port=number, log_level="warning",
-                access_log=False)
+                access_log=False, **forwarded_options(settings))
 
 
 def migrate() -> None:

@@ -211,7 +211,7 @@ class CustomToolVersion(SQLModel, table=True):
 
     __tablename__ = "custom_tools"
 
-    name: str = Field(primary_key=True, max_length=64)
+    name: str = Field(primary_key=True, max_length=128)
     version: int = Field(primary_key=True)
     description: str
     input_schema: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -2,23 +2,25 @@
 rollback, shadow evaluation and replay."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from bastion.gateway.audit import AuditEntry, AuditLog, AuditStoreError
-from bastion.gateway.db.tables import PolicyState, PolicyVersion, ShadowResult
+from bastion.gateway.db.tables import PolicyState, PolicyVersion, ShadowResult, utcnow
 from bastion.gateway.policy_versions.store import PolicyStore, StaleState, upload_of
+from bastion.gateway.revocations.store import RevocationStore
 from bastion.policy.backends.supervised import SupervisedRegoEngine
 from bastion.policy.bundle import PolicyBundle
 from bastion.policy.engine import PolicyEngine
 from bastion.policy.explain import Explanation, explain
-from bastion.policy.replay import ImpactReport, replay
+from bastion.policy.replay import ImpactReport, RecordedDecision, replay
 from bastion.policy.types import (
     Decision,
     DecisionInput,
 )
-from bastion.policy.validation import ValidationReport, read_upload, validate
+from bastion.policy.validation import UploadedBundle, ValidationReport, read_upload, validate
 
 log = structlog.get_logger()
 
@@ -34,9 +36,10 @@ class PolicyControl:
     loads what it names, so every worker follows a change within about one interval.
     """
 
-    def __init__(self, store: PolicyStore, audit: AuditLog, policy: PolicyEngine, default: PolicyBundle,
-                 poll_interval_s: float = 0.5, replay_budget_s: float = 1.0) -> None:
+    def __init__(self, store: PolicyStore, revocations: RevocationStore, audit: AuditLog, policy: PolicyEngine,
+                 default: UploadedBundle, poll_interval_s: float = 0.5, replay_budget_s: float = 1.0) -> None:
         self.store = store
+        self._revocations = revocations
         self._audit = audit
         self._policy = policy
         self._default = default
@@ -116,7 +119,7 @@ class PolicyControl:
     async def shadow(self, version: int | None, by: str) -> PolicyState:
         """Evaluate `version` beside the active policy on live calls (None stops); audited."""
         if not isinstance(self._policy, SupervisedRegoEngine):
-            raise ShadowUnsupported("shadow mode needs the embedded policy backend (BASTION_POLICY_BACKEND=embedded)")
+            raise ShadowUnsupported("shadow mode needs a contained engine (BASTION_POLICY_ENGINE=opa or regocpp)")
         async with self._lock:
             state = await asyncio.to_thread(self.store.state)
             bundle = await self._bundle(version) if version is not None else None
@@ -150,19 +153,34 @@ class PolicyControl:
             differs=differs))
 
     async def replay(self, version: int, limit: int) -> ImpactReport:
-        """How `version` would have decided the last `limit` audited calls."""
-        bundle = await self._bundle(version)
-        recorded = await asyncio.to_thread(self.store.recent_decisions, limit)
+        """How `version` (0: the bundled default) would have decided the last `limit` audited calls, its rules'
+        changes apart from those of revocations made or lifted since."""
+        bundle = await self._bundle(version or None)
+        recorded = await asyncio.to_thread(self._recorded, limit)
         return await asyncio.to_thread(replay, bundle, self._policy.revocations, recorded, self._replay_budget_s)
+
+    def _recorded(self, limit: int) -> list[RecordedDecision]:
+        decisions = self.store.recent_decisions(limit)
+        states = self._revocations.policy_data_at([item.at or utcnow() for item in decisions])
+        return [replace(item, revocations=state) for item, state in zip(decisions, states, strict=True)]
 
     async def explain(self, document: dict[str, Any], version: int | None) -> Explanation:
         """Decide `document` with `version` (default: the active policy) and name the rules behind each reason."""
         bundle = self._policy.bundle if version is None else await self._bundle(version)
         return await asyncio.to_thread(explain, bundle, self._policy.revocations, document)
 
+    async def sources(self, version: int) -> UploadedBundle:
+        """The files (tests included) and data of a stored version, or of the bundled default for 0."""
+        if version == 0:
+            return self._default
+        row = await asyncio.to_thread(self.store.version, version)
+        if row is None:
+            raise LookupError(f"no policy version {version}; GET /v1/policies lists them")
+        return upload_of(row)
+
     async def _bundle(self, version: int | None) -> PolicyBundle:
         if version is None:
-            return self._default
+            return self._default.bundle
         row = await asyncio.to_thread(self.store.version, version)
         if row is None:
             raise LookupError(f"no policy version {version}; GET /v1/policies lists them")

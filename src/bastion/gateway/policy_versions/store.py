@@ -96,7 +96,8 @@ class PolicyStore:
                            .where(col(AuditRecord.input).is_not(None))
                            .order_by(col(AuditRecord.seq).desc()).limit(limit)).all()
         return [RecordedDecision(call_id=row.call_id or row.record_id, tool=row.tool, agent_id=row.agent_id,
-                                 input=row.input or {}, allow=bool(row.allow), reasons=list(row.reasons))
+                                 input=row.input or {}, allow=bool(row.allow), reasons=list(row.reasons),
+                                 at=row.timestamp)
                 for row in reversed(rows)]
 
 

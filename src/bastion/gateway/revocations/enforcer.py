@@ -18,6 +18,7 @@ from bastion.gateway.detection.risk import RiskBoard
 from bastion.gateway.keys import new_id
 from bastion.gateway.revocations.store import RevocationStore
 from bastion.gateway.sessions.store import SessionStore
+from bastion.gateway.telemetry.metrics import GatewayMetrics
 from bastion.policy.engine import PolicyEngine
 from bastion.sandbox.runtime import SandboxRuntime
 
@@ -47,7 +48,8 @@ class Enforcer:
     restrain an agent into effects, and writes each one to the audit log."""
 
     def __init__(self, revocations: RevocationStore, sessions: SessionStore, policy: PolicyEngine,
-                 sandbox: SandboxRuntime, audit: AuditLog, controls: DetectorControls, risk: RiskBoard) -> None:
+                 sandbox: SandboxRuntime, audit: AuditLog, controls: DetectorControls, risk: RiskBoard,
+                 metrics: GatewayMetrics) -> None:
         self._revocations = revocations
         self._sessions = sessions
         self._policy = policy
@@ -55,6 +57,7 @@ class Enforcer:
         self._audit = audit
         self.controls = controls
         self.risk = risk
+        self._metrics = metrics
         self._data: dict[str, Any] = {"agents": {}, "sessions": {}, "tools": {}}
         self._data_lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
@@ -84,6 +87,7 @@ class Enforcer:
                          session_id=request.session_id, tool=request.tool, reason=request.reason,
                          source=request.source, score=request.score, created_by=request.created_by)
         self._add_to_data(row)
+        self._metrics.revocations.labels(row.scope, row.source).inc()
         for session_id in self._local_targets(request):
             self._sandbox.halt(session_id)
         return row

@@ -1,6 +1,7 @@
 """Revocations: durable rows that the policy sees as `data.bastion.revocations`."""
 
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -54,17 +55,35 @@ class RevocationStore:
 
     def policy_data(self) -> dict[str, Any]:
         """The active revocations in the shape policies read."""
-        data: dict[str, Any] = {"agents": {}, "sessions": {}, "tools": {}}
-        for row in self.list(active_only=True):
-            entry = {"id": row.id, "reason": row.reason, "source": row.source,
-                     "since": _iso(row.created_at)}
-            if row.scope == "agent":
-                data["agents"][row.agent_id] = entry
-            elif row.scope == "session" and row.session_id:
-                data["sessions"][row.session_id] = entry
-            elif row.scope == "tool" and row.tool:
-                data["tools"].setdefault(row.agent_id, {})[row.tool] = entry
-        return data
+        return _policy_data(self.list(active_only=True))
+
+    def policy_data_at(self, moments: Sequence[datetime]) -> Sequence[dict[str, Any]]:
+        """For each moment, the revocations that were in force then (made before it, not yet lifted), in the
+        shape policies read."""
+        rows = self.list()
+        return [_policy_data([row for row in rows if _in_force(row, _utc(moment))]) for moment in moments]
+
+
+def _in_force(row: Revocation, moment: datetime) -> bool:
+    return _utc(row.created_at) <= moment and (row.lifted_at is None or _utc(row.lifted_at) > moment)
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC; SQLite hands back the naive UTC it stored."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _policy_data(rows: Iterable[Revocation]) -> dict[str, Any]:
+    data: dict[str, Any] = {"agents": {}, "sessions": {}, "tools": {}}
+    for row in rows:
+        entry = {"id": row.id, "reason": row.reason, "source": row.source, "since": _iso(row.created_at)}
+        if row.scope == "agent":
+            data["agents"][row.agent_id] = entry
+        elif row.scope == "session" and row.session_id:
+            data["sessions"][row.session_id] = entry
+        elif row.scope == "tool" and row.tool:
+            data["tools"].setdefault(row.agent_id, {})[row.tool] = entry
+    return data
 
 
 def _iso(value: datetime) -> str:

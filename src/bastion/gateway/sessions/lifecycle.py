@@ -2,8 +2,9 @@
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.audit import AuditEntry, AuditLog
@@ -14,9 +15,20 @@ from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
 from bastion.gateway.revocations.enforcer import Enforcer
 from bastion.gateway.revocations.store import RevocationStore
+from bastion.gateway.sessions.caps import MemoryCeiling, SessionCaps
 from bastion.gateway.sessions.store import LiveSession, SessionStore
 from bastion.sandbox.runtime import SandboxRuntime
 from bastion.sandbox.types import SandboxError, SandboxLimits, SessionSpec
+
+
+@dataclass(frozen=True)
+class SessionAdmission:
+    """What a new session must fit in: the caps per agent and tenant (laid under the policy's `session_caps`),
+    the policy's config in force, and the gateway's memory ceiling."""
+
+    caps: SessionCaps
+    policy_config: Callable[[], Mapping[str, Any]]
+    ceiling: Callable[[], MemoryCeiling]
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ class SessionLifecycle:
     def __init__(self, sessions: SessionStore, sandbox: SandboxRuntime, audit: AuditLog, revocations: RevocationStore,
                  enforcer: Enforcer, limiter: RateLimiter, facts: CallFacts, limits: SandboxLimits,
                  default_runtime: str, forget: Callable[[str], None],
-                 opened: Callable[[str, SessionTrust], None]) -> None:
+                 opened: Callable[[str, SessionTrust], None], admission: SessionAdmission) -> None:
         self._sessions = sessions
         self._sandbox = sandbox
         self._audit = audit
@@ -51,6 +63,9 @@ class SessionLifecycle:
         self._default_runtime = default_runtime
         self._forget = forget
         self._opened = opened
+        self._admission = admission
+        self._admitting = asyncio.Lock()
+        self._reserved_mb = 0.0
 
     async def create(self, agent: PrincipalView, labels: dict[str, str], runtime: str | None = None,
                      limits: dict[str, float] | None = None, trust: SessionTrust | None = None) -> LiveSession:
@@ -73,7 +88,11 @@ class SessionLifecycle:
                                "(GET /v1/revocations?active=true lists them).", reasons=["revoked"])
         row = SandboxSession(id=new_id("ses"), agent_id=agent.id, status="starting", labels=labels, runtime=tier,
                              limits=container_limits)
-        live = await asyncio.to_thread(self._sessions.insert, row)
+        memory_mb = float(container_limits["memory_mb"])
+        async with self._admitting:
+            await self._admit(agent, memory_mb)
+            live = await asyncio.to_thread(self._sessions.insert, row)
+            self._reserved_mb += memory_mb
         self._facts.started(row.id)
         spec = SessionSpec(session_id=row.id, agent_id=agent.id, runtime=tier,
                            limits=self._limits.model_copy(update=container_limits),
@@ -85,6 +104,8 @@ class SessionLifecycle:
             raise GatewayError("sandbox-unavailable", "Sandbox unavailable",
                                f"The session's container could not be started: {exc}. Check the Docker engine "
                                "(GET /readyz) and retry.") from exc
+        finally:
+            self._reserved_mb -= memory_mb
         await asyncio.to_thread(self._sessions.update, row.id, status="active", container_id=container_id)
         trust = trust or SessionTrust()
         self._opened(row.id, trust)
@@ -93,6 +114,13 @@ class SessionLifecycle:
             result={"container_id": container_id, "labels": labels, "runtime": tier, "limits": container_limits,
                     **trust.summary()})])
         return live
+
+    async def _admit(self, agent: PrincipalView, memory_mb: float) -> None:
+        """Refuse a session past the agent's or tenant's caps (429) or the gateway's memory ceiling (503)."""
+        caps = self._admission.caps.overridden(self._admission.policy_config(), agent.tenant)
+        held, of_tenant, live_ids = await asyncio.to_thread(self._sessions.holdings, agent.id, agent.tenant)
+        caps.check(agent.id, agent.tenant, memory_mb, held, of_tenant, live_ids)
+        self._admission.ceiling().check(self._sandbox.memory_in_use_mb + self._reserved_mb, memory_mb)
 
     def _container_limits(self, asked: dict[str, float]) -> dict[str, float]:
         """The session container's memory, CPU and process limits: the gateway's, tightened where asked."""

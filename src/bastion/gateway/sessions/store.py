@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
-from bastion.gateway.db.tables import SandboxSession, utcnow
+from bastion.gateway.db.tables import Principal, SandboxSession, utcnow
 from bastion.gateway.errors import GatewayError
+from bastion.gateway.sessions.caps import Holdings
+
+LIVE_STATUSES = ("starting", "active")
 
 
 @dataclass
@@ -108,6 +111,18 @@ class SessionStore:
             if agent_id is not None:
                 query = query.where(SandboxSession.agent_id == agent_id)
             return list(db.exec(query))
+
+    def holdings(self, agent_id: str, tenant: str) -> tuple[Holdings, Holdings, list[str]]:
+        """What the live sessions of an agent and of its tenant hold (across every gateway on this database), and
+        the ids of the agent's."""
+        with Session(self._engine) as db:
+            rows = db.exec(select(SandboxSession.id, SandboxSession.agent_id, SandboxSession.limits)
+                           .join(Principal, col(Principal.id) == col(SandboxSession.agent_id))
+                           .where(Principal.tenant == tenant, col(SandboxSession.status).in_(LIVE_STATUSES))).all()
+        own = [(session_id, limits) for session_id, owner, limits in rows if owner == agent_id]
+        return (Holdings(len(own), sum(float(limits.get("memory_mb", 0)) for _, limits in own)),
+                Holdings(len(rows), sum(float(limits.get("memory_mb", 0)) for _, _, limits in rows)),
+                [session_id for session_id, _ in own])
 
     def live_ids(self, agent_id: str) -> list[str]:
         """Ids of this process's sessions of one agent that are not finished (from memory, no database read)."""

@@ -22,8 +22,9 @@ from bastion.policy.types import EFFECTS_OF_RISK, Effect, Risk
 from bastion.sandbox.types import RunRequest
 
 ARGS_JSON = "args_json"
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}(\.[a-z0-9][a-z0-9_-]{0,31}){0,3}$")
-_FIELD_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+MAX_NAME_CHARS = 128
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*){0,3}")
+_FIELD_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 MAX_ARGV = 64
 MAX_ELEMENT_CHARS = 4096
 MAX_FILES = 32
@@ -55,7 +56,7 @@ def parse_element(element: str) -> list[Segment]:
             segments.append(Segment(literal))
         if name is None:
             continue
-        if spec or conversion or not _FIELD_PATTERN.match(name):
+        if spec or conversion or not _FIELD_PATTERN.fullmatch(name):
             raise ToolDefinitionError(
                 f"command element {element!r}: placeholders are plain argument names like {{amount}}, "
                 f"not {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}")
@@ -191,9 +192,10 @@ class CustomToolSpec:
 
     def validate(self) -> None:
         """Raise ToolDefinitionError when the definition cannot be registered."""
-        if not NAME_PATTERN.match(self.name):
-            raise ToolDefinitionError("name must be lowercase letters, digits, '_' or '-', in up to four "
-                                      "dot-separated parts, like 'billing.send_money'")
+        if len(self.name) > MAX_NAME_CHARS or not NAME_PATTERN.fullmatch(self.name):
+            raise ToolDefinitionError(f"name {self.name!r} must be lowercase letters, digits, '_' or '-', in up to "
+                                      f"four dot-separated parts, like 'billing.send_money', {MAX_NAME_CHARS} "
+                                      "characters at most in all (as MCP allows), with no whitespace or newline")
         check_schema(self.input_schema, self.template)
         check_files(self.files)
 

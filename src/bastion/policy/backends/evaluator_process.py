@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bastion.policy.backends import wire
+from bastion.policy.backends.runtimes import ContainedEngine, default_engine
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
@@ -18,7 +19,7 @@ class EvaluatorFailure(Exception):
 
 
 class EvaluatorCrashed(EvaluatorFailure):
-    """The evaluator process died while answering (a rego-cpp crash is contained to it)."""
+    """The evaluator process died while answering (a crash of its Rego runtime is contained to it)."""
 
 
 class EvaluatorOverBudget(EvaluatorFailure):
@@ -30,17 +31,19 @@ class EvaluatorRefused(EvaluatorFailure):
 
 
 class EvaluatorProcess:
-    """One `python -m bastion.policy.backends.evaluator` child and its two pipes; one request at a time (not
-    thread-safe)."""
+    """One `python -m bastion.policy.backends.evaluator` child holding `engine` (by default OPA's evaluator when
+    installed, else rego-cpp) and its two pipes; one request at a time (not thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: ContainedEngine | None = None) -> None:
+        self.engine: ContainedEngine = engine or default_engine()
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         # A bare environment: policies can read it (`opa.runtime().env`), and the gateway's holds secrets.
         env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8", "PYTHONPATH": _PACKAGE_ROOT}
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "bastion.policy.backends.evaluator", str(to_child_r), str(from_child_w)],
+                [sys.executable, "-m", "bastion.policy.backends.evaluator", self.engine, str(to_child_r),
+                 str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 env=env, close_fds=True)
         finally:

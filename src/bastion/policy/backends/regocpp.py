@@ -135,3 +135,49 @@ def failure_text(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return text[:MAX_ERROR_CHARS]
+
+
+class RegoCppRuntime:
+    """`Runtime` on rego-cpp: one interpreter evaluates every compiled bundle (no trace or coverage)."""
+
+    def __init__(self) -> None:
+        self._runtime = new_interpreter()
+
+    def compile(self, modules: Mapping[str, str], data: Mapping[str, Any], path: str) -> Bundle:
+        """The bundle compiled for `data.<path>`."""
+        return compile_bundle(modules, data, path)
+
+    def decide(self, compiled: Bundle, input_json: str) -> Any:
+        """The decision document for this input."""
+        return evaluate(self._runtime, compiled, input_json)
+
+    def prepare(self, modules: Mapping[str, str], data: Mapping[str, Any], entrypoints: list[str]) -> Bundle:
+        """A bundle with a named entrypoint for each of `entrypoints`."""
+        interpreter = new_interpreter()
+        try:
+            for name, source in sorted(modules.items()):
+                interpreter.add_module(name, source)
+            interpreter.add_data(dict(data))
+            compiled = interpreter.build(None, entrypoints)
+        except RegoError as exc:
+            raise PolicyCompileError(describe_rego_error(str(exc), modules)) from exc
+        if not compiled.ok():
+            raise PolicyCompileError("; ".join(error_messages(compiled.node())))
+        return compiled
+
+    def query(self, prepared: Bundle, entrypoint: str, input_document: Any, trace: bool,
+              coverage: bool) -> dict[str, Any]:
+        """One entrypoint's value; PolicyEvaluationError when a trace or coverage is asked of rego-cpp."""
+        if trace or coverage:
+            raise PolicyEvaluationError("rego-cpp keeps no trace or coverage; use the opa engine")
+        given = {} if input_document is None else input_document
+        self._runtime.set_input_term(json.dumps(given, separators=(",", ":")))
+        output = self._runtime.query_bundle_entrypoint(prepared, entrypoint)
+        if not output.ok():
+            raise PolicyEvaluationError("; ".join(error_messages(output.node())))
+        expressions = output.results[0].expressions if output.results else []
+        return {"defined": bool(expressions), "value": expressions[0] if expressions else None}
+
+    def failure_text(self, exc: BaseException) -> str:
+        """rego-cpp's error list rewritten as `file:line:col: message`, cut short."""
+        return failure_text(exc)

@@ -1,8 +1,9 @@
 """The crash-isolated policy engine: a small pool of evaluator processes, restarted when one crashes or overruns.
 
-rego-cpp runs only in the evaluator processes, so a segfault or an endless evaluation costs one decision
-(denied) and a restart, never the gateway. Every new policy is first compiled and asked a sample
-decision in a throwaway evaluator, so a policy that crashes the compiler never reaches the pool.
+The Rego runtime (OPA's evaluator, or rego-cpp) runs only in the evaluator processes, so a segfault or an
+endless evaluation costs one decision (denied) and a restart, never the gateway. Every new policy is first
+compiled and asked a sample decision in a throwaway evaluator, so a policy that crashes the compiler never
+reaches the pool.
 """
 
 import json
@@ -23,6 +24,7 @@ from bastion.policy.backends.evaluator_process import (
     EvaluatorProcess,
     EvaluatorRefused,
 )
+from bastion.policy.backends.runtimes import ContainedEngine, default_engine
 from bastion.policy.bundle import PolicyBundle
 from bastion.policy.cache import DecisionCache
 from bastion.policy.decision import (
@@ -84,13 +86,15 @@ def policy_slot(name: str, bundle: PolicyBundle, revocations: dict[str, Any]) ->
 class SupervisedRegoEngine:
     """`PolicyEngine` evaluating in `workers` supervised processes, with a time budget and a decision cache.
 
-    `budget_s` bounds one evaluation (over it: deny, and the evaluator is replaced); `queue_timeout_s`
-    bounds the wait for a free evaluator when every one is busy (over it: deny).
+    `engine` is the Rego runtime (default: OPA's evaluator when installed, else rego-cpp); `budget_s` bounds one
+    evaluation (over it: deny, and the evaluator is replaced); `queue_timeout_s` bounds the wait for a free
+    evaluator when every one is busy (over it: deny).
     """
 
     def __init__(self, bundle: PolicyBundle, revocations: Mapping[str, Any] | None = None, *, workers: int = 2,
                  budget_s: float = 0.5, load_timeout_s: float = 30.0, cache_size: int = 4096,
-                 queue_timeout_s: float = 5.0) -> None:
+                 queue_timeout_s: float = 5.0, engine: ContainedEngine | None = None) -> None:
+        self.engine: ContainedEngine = engine or default_engine()
         self._budget_s = budget_s
         self._queue_timeout_s = max(queue_timeout_s, budget_s)
         self._load_timeout_s = load_timeout_s
@@ -103,9 +107,9 @@ class SupervisedRegoEngine:
         self.restarts = 0
         normalized = normalize_revocations(revocations or {})
         state = _State(generation=0, revocations=normalized, slots={ACTIVE: policy_slot(ACTIVE, bundle, normalized)})
-        check_policy(state.slots[ACTIVE], load_timeout_s)
+        check_policy(state.slots[ACTIVE], load_timeout_s, self.engine)
         self._state = state
-        self._workers = [_Worker(process=EvaluatorProcess()) for _ in range(max(1, workers))]
+        self._workers = [_Worker(process=EvaluatorProcess(self.engine)) for _ in range(max(1, workers))]
         self._ready = 0
         for worker in self._workers:
             try:
@@ -151,7 +155,7 @@ class SupervisedRegoEngine:
         with self._change_lock:
             state = self._state
             slot = policy_slot(ACTIVE, bundle, state.revocations)
-            check_policy(slot, self._load_timeout_s)
+            check_policy(slot, self._load_timeout_s, self.engine)
             self._change(state.revocations, {**state.slots, ACTIVE: slot})
 
     def load_shadow(self, bundle: PolicyBundle | None) -> None:
@@ -161,7 +165,7 @@ class SupervisedRegoEngine:
             slots = {name: slot for name, slot in state.slots.items() if name != SHADOW}
             if bundle is not None:
                 slot = policy_slot(SHADOW, bundle, state.revocations)
-                check_policy(slot, self._load_timeout_s)
+                check_policy(slot, self._load_timeout_s, self.engine)
                 slots[SHADOW] = slot
             self._change(state.revocations, slots)
 
@@ -338,7 +342,7 @@ class SupervisedRegoEngine:
     def _respawn(self, worker: _Worker) -> None:
         backoff = 0.05
         while not self._closed:
-            worker.process = EvaluatorProcess()
+            worker.process = EvaluatorProcess(self.engine)
             try:
                 self._refresh(worker, self._state)
             except EvaluatorFailure as exc:
@@ -351,14 +355,15 @@ class SupervisedRegoEngine:
             return
 
 
-def check_bundle(bundle: PolicyBundle, revocations: Mapping[str, Any], timeout_s: float) -> None:
+def check_bundle(bundle: PolicyBundle, revocations: Mapping[str, Any], timeout_s: float,
+                 engine: ContainedEngine | None = None) -> None:
     """Compile `bundle` and decide the sample call in a throwaway evaluator; PolicyCompileError if not."""
-    check_policy(policy_slot(ACTIVE, bundle, normalize_revocations(revocations)), timeout_s)
+    check_policy(policy_slot(ACTIVE, bundle, normalize_revocations(revocations)), timeout_s, engine)
 
 
-def check_policy(slot: PolicySlot, timeout_s: float) -> None:
+def check_policy(slot: PolicySlot, timeout_s: float, engine: ContainedEngine | None = None) -> None:
     """Compile the slot's policy and decide the sample call in a throwaway evaluator; PolicyCompileError if not."""
-    process = EvaluatorProcess()
+    process = EvaluatorProcess(engine)
     try:
         process.request(wire.LOAD, slot.load_request, timeout_s)
         raw = process.request(wire.DECIDE, f"{slot.name}\n{SAMPLE_JSON}".encode(), timeout_s)
@@ -370,7 +375,7 @@ def check_policy(slot: PolicySlot, timeout_s: float) -> None:
     except MalformedDecisionError as exc:
         raise PolicyCompileError(f"policy compiled but cannot decide a sample shell.run call: {exc}") from exc
     except EvaluatorFailure as exc:
-        raise PolicyCompileError(f"compiling and trying this policy: {exc}; the policy in force is unchanged "
-                                 "(a rego-cpp defect; see the evaluator's stderr for the rule it names)") from exc
+        raise PolicyCompileError(f"compiling and trying this policy: {exc}; the policy in force is unchanged (a "
+                                 f"{process.engine} defect; see the evaluator's stderr for the rule it names)") from exc
     finally:
         process.kill(grace_s=0.5)

@@ -6,7 +6,8 @@ requests (`exec`, `read`, `write`, `list`; `cancel` kills what a request left ru
 request, each with one `result` frame (or an `error` frame when the executor itself failed); an `exec` with
 `"stream": true` first sends its output in `chunk` frames as it arrives. It reconnects whenever the link
 drops. It also relays every TCP connection to 127.0.0.1:3128 (the container's own loopback) to the gateway's
-egress proxy socket.
+egress proxy socket, first telling the proxy which call's process tree opened it (its Unix session: each exec
+starts one), so a destination granted to one call is never reached by another process.
 """
 
 import codecs
@@ -44,6 +45,9 @@ MAX_LIST_ENTRIES = 10000
 MAX_FORWARDS = 32
 MAX_IDLE_WORKERS = 4
 PR_SET_DUMPABLE = 4
+INIT_PID = 1
+SWEEP_PAUSE_S = 0.001
+SWEEP_LIMIT_S = 5.0
 
 Frame = dict[str, Any]
 Emit = Callable[[str, bytes], None]
@@ -75,12 +79,21 @@ class ProcessGroups:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[object, int | None] = {}
+        self._calls: dict[object, str] = {}
         self._cancelled: set[object] = set()
 
-    def accept(self, request_id: object) -> None:
-        """A request was read; its process, if it has one, is not started yet."""
+    def accept(self, request_id: object, call_id: object = None) -> None:
+        """A request was read (for the gateway's call `call_id`, when it names one); its process is not started yet."""
         with self._lock:
             self._groups[request_id] = None
+            if isinstance(call_id, str):
+                self._calls[request_id] = call_id
+
+    def call_of(self, sid: int) -> str | None:
+        """The call whose process started the Unix session `sid` (each exec's process leads its own), while it runs."""
+        with self._lock:
+            return next((self._calls.get(request_id) for request_id, pgid in self._groups.items() if pgid == sid),
+                        None)
 
     def add(self, request_id: object, pgid: int) -> bool:
         """Track the request's process group; False when the request was cancelled before (the caller kills it)."""
@@ -93,6 +106,7 @@ class ProcessGroups:
     def discard(self, request_id: object) -> None:
         with self._lock:
             self._groups.pop(request_id, None)
+            self._calls.pop(request_id, None)
             self._cancelled.discard(request_id)
 
     def kill(self, request_id: object) -> None:
@@ -119,6 +133,65 @@ def kill_group(pgid: int) -> None:
     """SIGKILL a whole process group; a group that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def process_table(pids: list[int]) -> dict[int, tuple[int, bool]]:
+    """Those processes that still exist: pid -> (parent pid, still alive: not a zombie or dead)."""
+    table: dict[int, tuple[int, bool]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat_file:
+                line = stat_file.read()
+        except OSError:
+            continue
+        fields = line[line.rindex(b")") + 2 :].split()
+        table[pid] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x"))
+    return table
+
+
+def protected(table: dict[int, tuple[int, bool]], own: int) -> set[int]:
+    """Init, the executor, and every process still in the tree of another call in flight (a child of the
+    executor other than `own`)."""
+    me = os.getpid()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    kept = {INIT_PID, me}
+    pending = [pid for pid in children.get(me, []) if pid != own]
+    while pending:
+        pid = pending.pop()
+        if pid not in kept:
+            kept.add(pid)
+            pending.extend(children.get(pid, []))
+    return kept
+
+
+def leftovers(own: int) -> list[int]:
+    """The live processes a sweep kills: all but init, the executor and other calls' trees (`own` is one of them
+    while it runs). When only init, the executor and `own` exist, only `own`'s state is read."""
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    alone = {INIT_PID, os.getpid()}
+    if all(pid in alone for pid in pids if pid != own) and not process_table([own]).get(own, (0, False))[1]:
+        return []
+    table = process_table(pids)
+    kept = protected(table, own)
+    return [pid for pid, (_, live) in table.items() if live and pid not in kept]
+
+
+def sweep(own: int) -> int:
+    """SIGKILL every live process but init, the executor and other calls' trees (`own`, the call's process, is
+    killed too), pass after pass until none is left; return how many there were besides `own`."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + SWEEP_LIMIT_S
+    while (alive := leftovers(own)) and time.monotonic() < deadline:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if killed.issuperset(alive):
+            time.sleep(SWEEP_PAUSE_S)
+        killed.update(alive)
+    killed.discard(own)
+    return len(killed)
 
 
 def failure(exit_code: int, message: str) -> Frame:
@@ -208,10 +281,11 @@ class ExitWatch:
 
 def collect(
     proc: subprocess.Popen[bytes], stdin: bytes, timeout: float, cap: int, emit: Emit | None = None
-) -> tuple[Capture, Capture, bool]:
-    """Feed stdin, capture both streams (passing kept bytes to `emit`) and enforce the wall clock.
+) -> tuple[Capture, Capture, bool, int]:
+    """Feed stdin, capture both streams (passing kept bytes to `emit`) and enforce the wall clock; once the
+    process has ended, sweep away every process it left.
 
-    Returns (stdout, stderr, timed_out).
+    Returns (stdout, stderr, timed_out, processes killed by the sweep).
     """
     assert proc.stdout is not None and proc.stderr is not None
     stdout, stderr = Capture(cap), Capture(cap)
@@ -236,6 +310,7 @@ def collect(
     deadline = time.monotonic() + timeout
     ended_at: float | None = None
     timed_out = False
+    killed: int | None = None
     open_streams = len(captures)
     try:
         while True:
@@ -247,7 +322,7 @@ def collect(
                     timed_out = True
                     ended_at = now
                 if ended_at is not None:
-                    kill_group(proc.pid)
+                    killed = sweep(proc.pid)
                     if watch.fd is not None:
                         selector.unregister(watch.fd)
             if ended_at is not None and (open_streams == 0 or now >= ended_at + DRAIN_GRACE_S):
@@ -287,12 +362,14 @@ def collect(
         watch.close()
         kill_group(proc.pid)
         proc.kill()
+        if killed is None:
+            killed = sweep(proc.pid)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
         proc.wait()
-    return stdout, stderr, timed_out
+    return stdout, stderr, timed_out, killed
 
 
 def chunk_sender(link: "Link", request_id: object) -> Emit:
@@ -308,7 +385,7 @@ def chunk_sender(link: "Link", request_id: object) -> Emit:
 
 
 def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
-    """Run one process in /workspace in a new session; whatever is left in its group dies with it."""
+    """Run one process in /workspace in a new session; whatever it leaves behind dies with it."""
     argv = request.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
         return failure(2, "exec needs a non-empty argv of strings")
@@ -333,7 +410,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
         return failure(126, f"{argv[0]}: {exc.strerror or exc}")
     if not RUNNING.add(request.get("id"), proc.pid):
         kill_group(proc.pid)
-    stdout, stderr, timed_out = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
+    stdout, stderr, timed_out, killed = collect(proc, (stdin_text or "").encode(), timeout, cap, emit)
     duration_ms = (time.monotonic() - started) * 1000.0
     code = proc.returncode
     sig = -code if code < 0 else None
@@ -350,6 +427,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
         "signal": sig,
         "oom_killed": exit_code == 137 and not timed_out and OOM_KILLS.read() > oom_before >= 0,
         "seccomp_killed": sig == signal.SIGSYS,
+        "killed_processes": killed,
     }
 
 
@@ -593,7 +671,7 @@ def admitted(link: Link, line: bytes) -> Frame | None:
     if not isinstance(request.get("id"), int | str):
         link.send({"id": None, "type": "error", "message": "a request needs an integer or string id"})
         return None
-    RUNNING.accept(request["id"])
+    RUNNING.accept(request["id"], request.get("call_id"))
     return request
 
 
@@ -626,11 +704,57 @@ def pump(source: socket.socket, target: socket.socket) -> None:
 FORWARDS = threading.BoundedSemaphore(MAX_FORWARDS)
 
 
+def socket_inode(client_port: int) -> str | None:
+    """The inode of the sandboxed end of a loopback connection to the proxy address, from /proc/net/tcp."""
+    local = f"0100007F:{client_port:04X}"
+    remote = f"0100007F:{PROXY_ADDRESS[1]:04X}"
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return fields[9]
+    return None
+
+
+def session_of(pid: str) -> int | None:
+    """The Unix session id of a process (field 6 of /proc/PID/stat), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return int(stat_file.read().rpartition(")")[2].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def caller_call(client: socket.socket) -> str | None:
+    """The call in flight whose process tree holds the other end of `client`: every process holding it must be in
+    that call's Unix session. None when there is none, or any holder is elsewhere or cannot be seen."""
+    try:
+        inode = socket_inode(client.getpeername()[1])
+    except OSError:
+        return None
+    if inode is None or inode == "0":
+        return None
+    target = f"socket:[{inode}]"
+    sessions = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        sessions.add(session_of(pid))
+                        break
+    if len(sessions) != 1 or None in sessions:
+        return None
+    return RUNNING.call_of(sessions.pop())
+
+
 def forward(client: socket.socket) -> None:
-    """Relay one connection made to the proxy address to the gateway's egress socket, both ways."""
+    """Relay one connection made to the proxy address to the gateway's egress socket, both ways, after a first line
+    naming the call that made it (`{"call": null}` for none)."""
     upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         upstream.connect(EGRESS_SOCKET_PATH)
+        upstream.sendall(json.dumps({"call": caller_call(client)}).encode() + b"\n")
         back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
         back.start()
     except (OSError, RuntimeError):

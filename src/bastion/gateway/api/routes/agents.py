@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, StringConstraints
 
 from bastion.gateway.agents.admin import AgentAdmin, AgentChanges
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.audit import AuditEntry
 from bastion.gateway.db.tables import Principal
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -96,7 +96,9 @@ async def create_agent(body: AgentCreate, admin: AdminPrincipal, gateway: Gatewa
     """Create an agent and return its API key once."""
     row, key = await asyncio.to_thread(gateway.principals.create_agent, body.name, body.roles, body.labels,
                                        body.tenant)
-    await _audit(gateway, "agent_created", row.id, admin.id, {"name": row.name, "roles": row.roles})
+    await record_admin_act(gateway, "agent_created", admin.id,
+                           {"name": row.name, "tenant": row.tenant, "roles": row.roles, "labels": row.labels,
+                            "key_prefix": row.key_prefix}, agent_id=row.id)
     return AgentCreated(**AgentPublic.of(row).model_dump(), api_key=key)
 
 
@@ -151,21 +153,25 @@ async def rotate_key(agent_id: AgentId, admin: AdminPrincipal, gateway: GatewayD
         raise _unknown(agent_id)
     gateway.principals.forget(agent_id)
     row, key = rotated
-    await _audit(gateway, "agent_key_rotated", agent_id, admin.id, {"key_prefix": row.key_prefix})
+    await record_admin_act(gateway, "agent_key_rotated", admin.id, {"key_prefix": row.key_prefix}, agent_id=row.id)
     return AgentCreated(**AgentPublic.of(row).model_dump(), api_key=key)
 
 
 async def _apply(agent_id: str, changes: AgentChanges, admin_id: str, gateway: GatewayDep) -> AgentPublic:
-    row = await asyncio.to_thread(_admin(gateway).update, agent_id, changes)
-    if row is None:
+    updated = await asyncio.to_thread(_admin(gateway).update, agent_id, changes)
+    if updated is None:
         raise _unknown(agent_id)
+    row, changed = updated
     gateway.principals.forget(agent_id)
-    await _audit(gateway, "agent_changed", agent_id, admin_id,
-                 {name: value for name, value in vars(changes).items() if value is not None})
+    if changed:
+        await record_admin_act(gateway, _act_of(changed), admin_id, {"changes": changed}, agent_id=agent_id)
     if changes.disabled:
         await gateway.lifecycle.end_all_of(agent_id, admin_id)
     return AgentPublic.of(row)
 
 
-async def _audit(gateway: GatewayDep, kind: str, agent_id: str, by: str, result: dict[str, object]) -> None:
-    await gateway.audit.append_async([AuditEntry(kind=kind, agent_id=agent_id, result={"by": by, **result})])
+def _act_of(changed: dict[str, dict[str, object]]) -> str:
+    """agent_disabled or agent_enabled when that is all that changed, agent_changed otherwise."""
+    if set(changed) == {"disabled"}:
+        return "agent_disabled" if changed["disabled"]["to"] else "agent_enabled"
+    return "agent_changed"

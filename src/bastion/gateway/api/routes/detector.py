@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from bastion.detector.types import Verdict
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep, records_settled
 from bastion.gateway.api.openapi import problems
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.audit import AuditEntry
 from bastion.gateway.db.tables import DetectorAnnotation, DetectorSuppression, utcnow
 from bastion.gateway.detection.controls import Mode
 from bastion.gateway.detection.labels import Label
@@ -151,12 +151,6 @@ def _status(gateway: Gateway) -> DetectorStatus:
         checkpoint_path=str(watcher.path), checkpoint=checkpoint_summary(detector.checkpoint))
 
 
-async def _audit(gateway: Gateway, kind: str, admin_id: str, result: dict[str, Any], agent_id: str | None = None,
-                 session_id: str | None = None) -> None:
-    await gateway.audit.append_async([AuditEntry(kind=kind, agent_id=agent_id, session_id=session_id,
-                                                 result={"by": admin_id, **result})])
-
-
 @router.get("", response_model=DetectorStatus)
 async def detector_status(_admin: AdminPrincipal, gateway: GatewayDep) -> DetectorStatus:
     """Mode, responses, model and checkpoint metadata, and counters."""
@@ -167,8 +161,8 @@ async def detector_status(_admin: AdminPrincipal, gateway: GatewayDep) -> Detect
 async def set_mode(body: ModeChange, admin: AdminPrincipal, gateway: GatewayDep) -> DetectorStatus:
     """`monitor` records verdicts without acting on them, `enforce` acts; globally, or for one agent."""
     await asyncio.to_thread(gateway.detector_controls.set_mode, body.mode, body.agent_id, admin.id)
-    await _audit(gateway, "detector_mode", admin.id, {"mode": body.mode, "scope": body.agent_id or "global"},
-                 agent_id=body.agent_id)
+    await record_admin_act(gateway, "detector_mode", admin.id,
+                           {"mode": body.mode, "scope": body.agent_id or "global"}, agent_id=body.agent_id)
     return _status(gateway)
 
 
@@ -178,7 +172,7 @@ async def clear_agent_mode(agent_id: str, admin: AdminPrincipal, gateway: Gatewa
     if not await asyncio.to_thread(gateway.detector_controls.clear_mode, agent_id):
         raise Problem(404, "unknown-agent-mode", "No mode for this agent",
                       f"Agent {agent_id!r} has no mode of its own; GET /v1/detector lists the overrides.")
-    await _audit(gateway, "detector_mode", admin.id, {"mode": None, "scope": agent_id}, agent_id=agent_id)
+    await record_admin_act(gateway, "detector_mode", admin.id, {"mode": None, "scope": agent_id}, agent_id=agent_id)
     return _status(gateway)
 
 
@@ -205,7 +199,7 @@ async def reset_risk(agent_id: str, admin: AdminPrincipal, gateway: GatewayDep) 
     """Forget the risk the detector raised for an agent and any approval hold, at once (audited)."""
     before = gateway.risk.current(agent_id)
     gateway.risk.clear(agent_id)
-    await _audit(gateway, "risk_reset", admin.id, {"risk_before": round(before, 4)}, agent_id=agent_id)
+    await record_admin_act(gateway, "risk_reset", admin.id, {"risk_before": round(before, 4)}, agent_id=agent_id)
     return await agent_risk(agent_id, admin, gateway)
 
 
@@ -244,8 +238,8 @@ async def create_suppression(body: SuppressionCreate, admin: AdminPrincipal, gat
                                       body.reason, admin.id, expires)
     except ValueError as exc:
         raise Problem(422, "invalid-suppression", "Invalid suppression", str(exc)) from exc
-    await _audit(gateway, "suppression_added", admin.id, SuppressionPublic.of(row).model_dump(mode="json"),
-                 agent_id=body.agent_id)
+    await record_admin_act(gateway, "suppression_added", admin.id,
+                           SuppressionPublic.of(row).model_dump(mode="json"), agent_id=body.agent_id)
     return SuppressionPublic.of(row)
 
 
@@ -257,7 +251,7 @@ async def lift_suppression(suppression_id: str, admin: AdminPrincipal, gateway: 
         raise Problem(404, "unknown-suppression", "Unknown suppression",
                       f"No active suppression {suppression_id!r}. "
                       "GET /v1/detector/suppressions?active=true lists them.")
-    await _audit(gateway, "suppression_lifted", admin.id, {"suppression_id": row.id}, agent_id=row.agent_id)
+    await record_admin_act(gateway, "suppression_lifted", admin.id, {"suppression_id": row.id}, agent_id=row.agent_id)
     return SuppressionPublic.of(row)
 
 
@@ -269,8 +263,8 @@ async def label_session(body: SessionLabel, admin: AdminPrincipal, gateway: Gate
         raise Problem(404, "unknown-session", "Unknown session", f"No session {body.session_id!r}.")
     row = await asyncio.to_thread(gateway.detector_labels.annotate, body.label, admin.id, session.agent_id,
                                   body.note, None, body.session_id)
-    await _audit(gateway, "annotation", admin.id, {"label": body.label, "note": body.note},
-                 agent_id=session.agent_id, session_id=body.session_id)
+    await record_admin_act(gateway, "annotation", admin.id, {"label": body.label, "note": body.note},
+                           agent_id=session.agent_id, session_id=body.session_id)
     return AnnotationPublic.of(row)
 
 

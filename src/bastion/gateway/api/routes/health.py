@@ -17,7 +17,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(gateway: GatewayDep) -> JSONResponse:
     """Ready only when the policy engine, the database and the Docker engine answer and the detector judges every event;
-    also shows the warm pool and the detector's scoring failures."""
+    also shows which policy engine decides (opa, regocpp or remote), the warm pool and the detector's scoring
+    failures."""
     readiness = await gateway.readiness()
     checks = {"policy": readiness.policy, "database": readiness.database, "sandbox": readiness.sandbox,
               "detector": readiness.detector}
@@ -25,5 +26,6 @@ async def readyz(gateway: GatewayDep) -> JSONResponse:
     worker = gateway.worker
     detector = {"scoring_failures": worker.failures, "unjudged_events": worker.unjudged,
                 "last_scoring_error": worker.last_error}
-    return JSONResponse({"ready": readiness.ready, "checks": checks, "warm_pool": {"ready": ready, "size": size},
+    return JSONResponse({"ready": readiness.ready, "checks": checks, "policy_engine": gateway.settings.policy_engine,
+                         "warm_pool": {"ready": ready, "size": size},
                          "detector": detector}, status_code=200 if readiness.ready else 503)

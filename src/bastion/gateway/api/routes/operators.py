@@ -6,8 +6,8 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep
-from bastion.gateway.audit import AuditEntry
 from bastion.gateway.db.tables import Operator
 from bastion.gateway.operators.roles import Role
 from bastion.gateway.operators.store import OPERATOR_ID_PREFIX, OperatorStore
@@ -58,8 +58,8 @@ async def create_operator(body: OperatorCreate, admin: AdminPrincipal, gateway: 
     """Create an operator; their key (if asked for) is shown once."""
     row, key = await asyncio.to_thread(OperatorStore(gateway.database).create, body.name, body.role, body.password,
                                        body.with_key, admin.id)
-    await gateway.audit.append_async([AuditEntry(kind="operator_created", result={
-        "by": admin.id, "operator": row.name, "role": row.role, "key": key is not None})])
+    await record_admin_act(gateway, "operator_created", admin.id,
+                           {"operator": row.name, "role": row.role, "key": key is not None})
     return OperatorCreated(**OperatorPublic.of(row).model_dump(), api_key=key)
 
 
@@ -73,6 +73,5 @@ async def list_operators(_admin: AdminPrincipal, gateway: GatewayDep) -> list[Op
 async def disable_operator(name: str, admin: AdminPrincipal, gateway: GatewayDep) -> OperatorPublic:
     """Disable an operator: their key and password are refused from now on, their console sessions end."""
     row = await asyncio.to_thread(OperatorStore(gateway.database).disable, name)
-    await gateway.audit.append_async([AuditEntry(kind="operator_disabled",
-                                                 result={"by": admin.id, "operator": row.name})])
+    await record_admin_act(gateway, "operator_disabled", admin.id, {"operator": row.name})
     return OperatorPublic.of(row)

@@ -16,7 +16,7 @@ from bastion.gateway.audit import AuditStoreError
 from bastion.gateway.db.tables import PolicyState, PolicyVersion, ShadowResult
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.policy_versions.control import ShadowUnsupported
-from bastion.gateway.policy_versions.store import StaleState, upload_of
+from bastion.gateway.policy_versions.store import StaleState
 from bastion.policy.diff import bundle_diff
 from bastion.policy.errors import PolicyBundleError, PolicyCompileError
 from bastion.policy.validation import read_upload, validate
@@ -199,9 +199,9 @@ async def list_policies(_admin: AdminPrincipal, gateway: GatewayDep) -> PolicyLi
 @router.get("/diff", responses=problems(404))
 async def diff_policies(a: Annotated[int, Query(ge=0, le=2**31 - 1)], b: Annotated[int, Query(ge=0, le=2**31 - 1)],
                         _admin: AdminPrincipal, gateway: GatewayDep) -> dict[str, Any]:
-    """Unified diffs of every file that differs between versions `a` and `b`."""
-    old, new = await _version(gateway, a), await _version(gateway, b)
-    old_upload, new_upload = upload_of(old), upload_of(new)
+    """Unified diffs of every file that differs between versions `a` and `b` (0: the bundled default)."""
+    old_upload = await _answer(gateway.policy_control.sources(a))
+    new_upload = await _answer(gateway.policy_control.sources(b))
     files = bundle_diff(old_upload.files, old_upload.bundle.data, new_upload.files, new_upload.bundle.data,
                         f"v{a}", f"v{b}")
     return {"a": a, "b": b, "files": files}

@@ -30,7 +30,7 @@ _SESSION_EXAMPLE = {"session_id": "ses_3f2a9c0d1e2b4a5f", "agent_id": "agt_01234
                     "runtime": "runc", "limits": {"memory_mb": 256, "cpus": 1.0, "pids": 128}}
 _RESULT_EXAMPLE = {"exit_code": 0, "stdout": "hello\n", "stderr": "", "duration_ms": 12.4, "timed_out": False,
                    "truncated": False, "oom_killed": False, "seccomp_killed": False, "seccomp_syscall": None,
-                   "data": None}
+                   "killed_processes": 0, "data": None}
 _DECISION_EXAMPLE = {"allow": True, "reasons": [], "obligations": {"max_timeout_s": 60},
                      "policy_revision": "b1946ac92492"}
 
@@ -120,6 +120,8 @@ class ResultPublic(BaseModel):
     oom_killed: bool = False
     seccomp_killed: bool = False
     seccomp_syscall: str | None = None
+    killed_processes: int = Field(default=0, description="Processes the call left running (detached, daemonized, "
+                                  "re-parented to init) that the sandbox killed when it ended.")
     data: dict[str, Any] | None = None
 
 

@@ -1,6 +1,7 @@
 """The tool catalogue: built-in tools plus the custom tools admins register (versioned)."""
 
 import asyncio
+import hashlib
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -8,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field, field_validator
 
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import AdminPrincipal, CurrentPrincipal, GatewayDep
 from bastion.gateway.api.openapi import problems
 from bastion.gateway.api.problems import Problem
@@ -15,16 +17,16 @@ from bastion.gateway.db.tables import CustomToolVersion
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.tools.builtin import BUILTIN_TOOLS
 from bastion.gateway.tools.catalog import spec_of
-from bastion.gateway.tools.custom import CustomToolSpec, ToolDefinitionError
+from bastion.gateway.tools.custom import MAX_NAME_CHARS, CustomToolSpec, ToolDefinitionError
 from bastion.policy.types import EFFECTS, Effect
 from bastion.sandbox.types import SandboxError
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
 ToolName = Annotated[str, Path(min_length=1, max_length=200, examples=["billing.send_money"])]
-_IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
-                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
-_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9*]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*$")
+_IMAGE = re.compile(r"[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
+_HOST = re.compile(r"(?=.{1,253}\Z)[a-z0-9*]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*")
 
 _PAY_SCHEMA = {"type": "object", "required": ["recipient", "amount"], "additionalProperties": False,
                "properties": {"recipient": {"type": "string", "maxLength": 200},
@@ -56,7 +58,7 @@ class ToolCreate(BaseModel):
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [_PAY_EXAMPLE]}}
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     description: str = Field(min_length=1, max_length=2000)
     input_schema: dict[str, Any]
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
@@ -80,7 +82,7 @@ class ToolCreate(BaseModel):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str | None) -> str | None:
-        if image is not None and not _IMAGE.match(image):
+        if image is not None and not _IMAGE.fullmatch(image):
             raise ValueError("not a Docker image reference like 'name:tag', 'registry:5000/team/name:tag' or "
                              "'name@sha256:<digest>'")
         return image
@@ -89,7 +91,7 @@ class ToolCreate(BaseModel):
     @classmethod
     def _hosts(cls, hosts: list[str]) -> list[str]:
         lowered = [host.lower() for host in hosts]
-        bad = [host for host in lowered if not _HOST.match(host)]
+        bad = [host for host in lowered if not _HOST.fullmatch(host)]
         if bad:
             raise ValueError(f"not host names: {bad}")
         return lowered
@@ -176,7 +178,14 @@ async def register_tool(body: ToolCreate, admin: AdminPrincipal, gateway: Gatewa
     except ToolDefinitionError as exc:
         raise Problem(422, "invalid-tool-definition", "Invalid tool definition",
                       f"The tool cannot be registered: {exc}.", tool=body.name) from exc
-    return ToolPublic(**tool.public())
+    public = ToolPublic(**tool.public())
+    await record_admin_act(gateway, "tool_registered", admin.id,
+                           {"version": public.version, "risk": public.risk, "effects": public.effects,
+                            "egress": body.egress, "command": body.command,
+                            "files": {path: hashlib.sha256(text.encode()).hexdigest()
+                                      for path, text in sorted(body.files.items())},
+                            "image": body.image}, tool=body.name)
+    return public
 
 
 @router.get("/{name}", response_model=ToolPublic)
@@ -198,10 +207,11 @@ async def tool_versions(name: ToolName, _admin: AdminPrincipal, gateway: Gateway
 
 
 @router.delete("/{name}", status_code=204)
-async def retire_tool(name: ToolName, _admin: AdminPrincipal, gateway: GatewayDep) -> Response:
+async def retire_tool(name: ToolName, admin: AdminPrincipal, gateway: GatewayDep) -> Response:
     """Stop offering a custom tool; its versions stay stored, and registering the name again revives it."""
     if not await asyncio.to_thread(gateway.catalog.retire, name):
         raise _unknown(name)
+    await record_admin_act(gateway, "tool_retired", admin.id, {}, tool=name)
     return Response(status_code=204)
 
 

@@ -24,33 +24,21 @@ deny contains msg if {
 	])
 }
 
-# rego-cpp compiles a regex on every call and evaluates a rule body's statements eagerly, so one
-# pass of needles_pattern finds the needles present, and only the rules holding one of them run
-# their patterns, inside a function that is called only when some needle was found.
-needles_found[field] := found if {
+# The executed arguments short enough to check, by field.
+checked_text[field] := text if {
 	some field in commands.fields[input.tool.name]
 	text := input.args[field]
 	is_string(text)
 	count(text) <= commands.max_chars
-	found := {needle | some needle in regex.find_n(commands.needles_pattern, text, -1)}
-	count(found) > 0
 }
 
 deny contains msg if {
-	some field, found in needles_found
-	some label in denied_labels(input.args[field], found)
-	msg := concat("", [field, " matches deny rule ", json.marshal(label)])
-}
-
-denied_labels(text, found) := {rule.label |
+	some field, text in checked_text
 	some rule in commands.deny
-	triggered(rule, found)
+	some needle in rule.needles
+	contains(text, needle)
 	every pattern in rule.patterns {
 		regex.match(pattern, text)
 	}
-}
-
-triggered(rule, found) if {
-	some needle in rule.needles
-	found[needle]
+	msg := concat("", [field, " matches deny rule ", json.marshal(rule.label)])
 }

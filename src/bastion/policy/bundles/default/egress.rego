@@ -1,24 +1,47 @@
-# Egress allowlists per role: a call naming a destination (a "url" or "host" argument) is refused
-# unless some granting role lists that host in data.bastion.config.roles[role].egress.
+# Egress allowlists per role: a destination argument (a URL or a host name) is refused unless some granting
+# role lists its host in data.bastion.config.roles[role].egress. Which arguments of which tools are
+# destinations is data (data.bastion.config.egress): the built-in tools' `url` and `host`, and the custom
+# tools listed under by_tool; the fields of any other tool are not judged by these rules.
 package bastion.authz
 
 import rego.v1
 
-destination_host := lower(parts[1]) if {
-	is_string(input.args.url)
-	parts := regex.find_all_string_submatch_n(`^[a-zA-Z][a-zA-Z0-9+.-]{0,15}://([^/?#@:]{1,253})`, input.args.url, 1)[0]
-} else := lower(input.args.host) if {
-	is_string(input.args.host)
+default egress_args := {}
+
+egress_args := args if {
+	args := config.egress.by_tool[input.tool.name]
+} else := config.egress.builtin_args if {
+	input.tool.name in config.egress.builtin_tools
+}
+
+url_host(url) := lower(parts[1]) if {
+	parts := regex.find_all_string_submatch_n(`^[a-zA-Z][a-zA-Z0-9+.-]{0,15}://([^/?#@:]{1,253})`, url, 1)[0]
+}
+
+# The host each destination argument of this call names, by argument.
+destination_hosts[field] := url_host(value) if {
+	some field in object.get(egress_args, "url", [])
+	value := input.args[field]
+	is_string(value)
+}
+
+destination_hosts[field] := lower(value) if {
+	some field in object.get(egress_args, "host", [])
+	not field in object.get(egress_args, "url", [])
+	value := input.args[field]
+	is_string(value)
 }
 
 deny contains msg if {
-	is_string(input.args.url)
-	not destination_host
-	msg := concat("", ["url ", json.marshal(input.args.url), " is not an absolute URL with a host"])
+	some field in object.get(egress_args, "url", [])
+	value := input.args[field]
+	is_string(value)
+	not url_host(value)
+	msg := concat("", [field, " ", json.marshal(value), " is not an absolute URL with a host"])
 }
 
 deny contains msg if {
-	host := destination_host
+	some host in destination_hosts
 	not host in egress_allow
 	msg := concat("", [
 		"egress to ", json.marshal(host), " is not in the allowlist of roles ",

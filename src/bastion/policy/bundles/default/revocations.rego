@@ -22,6 +22,6 @@ revoked contains detail if {
 	)
 }
 
-with_reason(text, entry) := concat(": ", [text, entry.reason]) if is_string(entry.reason)
-
-with_reason(text, entry) := text if not is_string(entry.reason)
+# An entry without a reason string still revokes (OPA: `not is_string(entry.reason)` is undefined, not true, when
+# the entry has no reason, so the fallback is an `else`).
+with_reason(text, entry) := concat(": ", [text, entry.reason]) if is_string(entry.reason) else := text
