@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from bastion.policy.bundle import default_bundle_dir
-from bastion.policy.validation import read_directory
+from bastion.policy.bundle_files import read_bundle_source
 from tests.support.gateways import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -145,7 +145,7 @@ def test_a_policy_author_activates_and_rolls_back_a_version(browser: Browser, ga
                                                             api: httpx.Client, shots: Path) -> None:
     who, sid = agent(api, gateway, "reader")
     assert call(api, who, sid, "fs.list", path="/workspace").status_code == 200
-    files, data = read_directory(default_bundle_dir())
+    files, data = read_bundle_source(default_bundle_dir())
     pushed = api.post("/v1/policies", headers=gateway.admin, json={
         "files": {**files, "no_listing.rego": NO_LISTING}, "data": data, "author": "secops",
         "message": "switch listing off"})
@@ -222,7 +222,7 @@ def test_a_viewer_cannot_approve_or_activate(browser: Browser, gateway: RunningG
                                              shots: Path) -> None:
     who, sid = agent(api, gateway, "supervised")
     held = call(api, who, sid, "shell.run", command="echo not for viewers")
-    files, data = read_directory(default_bundle_dir())
+    files, data = read_bundle_source(default_bundle_dir())
     version = api.post("/v1/policies", headers=gateway.admin, json={
         "files": files, "data": data, "author": "secops", "message": "same again"}).json()["version"]
     page = signed_in(browser, gateway, operator(api, gateway, "viewer"))

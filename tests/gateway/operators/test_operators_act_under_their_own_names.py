@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from bastion.policy.bundle import default_bundle_dir
-from bastion.policy.validation import read_directory
+from bastion.policy.bundle_files import read_bundle_source
 from tests.support.gateways import RunningGateway
 
 
@@ -71,7 +71,7 @@ def test_a_viewer_reads_but_cannot_approve_activate_or_revoke(running_gateway: R
 def test_a_policy_author_activates_and_rolls_back_under_their_name(running_gateway: RunningGateway,
                                                                    http: httpx.Client) -> None:
     name, author = _operator(http, running_gateway, "policy-author")
-    files, data = read_directory(default_bundle_dir())
+    files, data = read_bundle_source(default_bundle_dir())
     pushed = http.post("/v1/policies", headers=author,
                        json={"files": files, "data": data, "author": name, "message": "same as the default"})
     assert pushed.status_code == 201, pushed.text
