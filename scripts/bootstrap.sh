@@ -2,8 +2,9 @@
 # Idempotent set-up of a fresh Debian machine for bastion: virtualenv, package, Docker engine, sandbox base image,
 # database schema and detector checkpoint. Safe to run again and again.
 #   scripts/bootstrap.sh              what the gateway needs (make run)
-#   scripts/bootstrap.sh --dev        also the test, lint and docs tools (make test)
-#   --no-setup                        only the virtualenv (no Docker engine, image, schema or checkpoint)
+#   scripts/bootstrap.sh --dev        also the test, lint and docs tools (make test), and Debian's Chromium for the
+#                                     console's browser tests
+#   --no-setup                        only the virtualenv (no Docker engine, Chromium, image, schema or checkpoint)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,5 +51,6 @@ fi
 
 if [ "$setup" = 1 ]; then
   scripts/ensure-docker.sh
+  [ "$dev" = 0 ] || scripts/ensure-chromium.sh
   .venv/bin/bastion setup
 fi

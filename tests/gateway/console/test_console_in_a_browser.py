@@ -40,9 +40,10 @@ def api(gateway: RunningGateway) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
-    """Headless Chromium, the Debian build (Playwright downloads no browser)."""
+    """Headless Chromium, the Debian build (Playwright downloads no browser), closed after each test so that no
+    page keeps a live stream open."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])
         yield chromium

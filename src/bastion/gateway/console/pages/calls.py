@@ -32,7 +32,7 @@ def call_event(row: Any) -> dict[str, Any]:
             "session_id": row.session_id, "tool": row.tool, "allow": row.allow, "reasons": list(row.reasons or []),
             "risk": row.risk, "timestamp": as_utc(row.timestamp).isoformat(),
             "exit_code": result.get("exit_code"), "error": result.get("error"), "action": result.get("action"),
-            "status": result.get("status")}
+            "applied": result.get("applied"), "status": result.get("status")}
 
 
 def records_after(request: Request, after: int | None, limit: int) -> list[Any]:

@@ -45,7 +45,9 @@ def figures(gateway: Gateway) -> Figures:
     per_minute: dict[str, dict[str, int]] = {}
     for count in hour:
         per_minute.setdefault(count.start.strftime("%H:%M"), {})[count.key or "deny"] = count.count
-    bars = [Bar(label, counts.get("allow", 0), counts.get("deny", 0)) for label, counts in per_minute.items()]
+    minutes = [(now - timedelta(minutes=back)).strftime("%H:%M") for back in range(WINDOW_MINUTES - 1, -1, -1)]
+    bars = [Bar(label, per_minute.get(label, {}).get("allow", 0), per_minute.get(label, {}).get("deny", 0))
+            for label in minutes]
     ready, size = gateway.sandbox.pool
     return Figures(
         calls_per_second=sum(c.count for c in recent) / 60, allowed=sum(c.count for c in hour if c.key == "allow"),

@@ -108,6 +108,24 @@ async def activate(version: int, request: Request, operator: ConsoleOperator) ->
     return RedirectResponse(f"/console/policy?notice=Version+{state.active_version or 0}+is+active", status_code=303)
 
 
+@router.post("/policy/{version}/shadow", include_in_schema=False)
+async def start_shadow(version: int, request: Request, operator: ConsoleOperator) -> Response:
+    """Shadow the version on live calls through POST /v1/policies/{version}/shadow."""
+    gateway = gateway_of(request)
+    await perform(operator, "POST", "/v1/policies/{version}/shadow",
+                  lambda: policies_api.start_shadow(version, operator.principal, gateway))
+    return RedirectResponse(f"/console/policy?notice=Shadowing+version+{version}", status_code=303)
+
+
+@router.post("/policy-shadow/stop", include_in_schema=False)
+async def stop_shadow(request: Request, operator: ConsoleOperator) -> Response:
+    """Stop shadowing through DELETE /v1/policies/shadow."""
+    gateway = gateway_of(request)
+    await perform(operator, "DELETE", "/v1/policies/shadow",
+                  lambda: policies_api.stop_shadow(operator.principal, gateway))
+    return RedirectResponse("/console/policy?notice=Shadowing+stopped", status_code=303)
+
+
 @router.get("/policy-rollback", response_class=HTMLResponse, include_in_schema=False)
 async def confirm_rollback(request: Request, operator: ConsoleOperator) -> HTMLResponse:
     """Ask for confirmation before putting the previously active version back."""

@@ -88,6 +88,15 @@ async def annotate(revocation_id: str, request: Request, operator: ConsoleOperat
     return RedirectResponse(f"/console/revocations/{revocation_id}?notice=Annotated+{label}", status_code=303)
 
 
+@router.post("/suppressions/{suppression_id}/lift", include_in_schema=False)
+async def lift_suppression(suppression_id: str, request: Request, operator: ConsoleOperator) -> Response:
+    """Lift a suppression through DELETE /v1/detector/suppressions/{suppression_id}."""
+    gateway = gateway_of(request)
+    await perform(operator, "DELETE", "/v1/detector/suppressions/{suppression_id}",
+                  lambda: detector_api.lift_suppression(suppression_id, operator.principal, gateway))
+    return RedirectResponse(f"/console/revocations?notice=Lifted+suppression+{suppression_id}", status_code=303)
+
+
 def _records(request: Request, wanted: AuditFilter) -> list[dict[str, Any]]:
     page = query_audit(gateway_of(request).database, wanted)
     return [record_document(row, page.statuses[row.seq]) for row in page.records]

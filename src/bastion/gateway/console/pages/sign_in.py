@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import gateway_of
-from bastion.gateway.audit import AuditEntry
 from bastion.gateway.console.auth import SESSION_COOKIE, SIGN_IN_COOKIE, ConsoleOperator, console_sessions
 from bastion.gateway.console.render import render
 from bastion.gateway.operators.store import OPERATOR_KEY_PREFIX, OperatorStore
@@ -46,7 +46,7 @@ async def sign_in(request: Request, sign_in_token: Annotated[str, Form()] = "",
                      "Wrong name, password or key, or the operator is disabled. Check them, or ask an admin.", 401,
                      name)
     token, _ = await asyncio.to_thread(console_sessions(request).open, principal_id)
-    await gateway.audit.append_async([AuditEntry(kind="console_signed_in", result={"by": principal_id})])
+    await record_admin_act(gateway, "console_signed_in", principal_id, {})
     response = RedirectResponse(_next_path(next), status_code=303)
     _set_cookie(request, response, SESSION_COOKIE, token, int(gateway.settings.console_session_ttl_s))
     response.delete_cookie(SIGN_IN_COOKIE, path="/console")

@@ -44,6 +44,7 @@
     row.appendChild(text("td", row.dataset.decision, "decision-" + row.dataset.decision));
     row.appendChild(text("td", row.dataset.reasons));
     row.appendChild(text("td", call.risk == null ? "" : call.risk.toFixed(2)));
+    row.appendChild(text("td", call.detector || ""));
     row.appendChild(text("td", call.result || ""));
     const story = document.createElement("td");
     const link = document.createElement("a");
@@ -72,9 +73,11 @@
     } else if (event.kind === "result") {
       call.result = event.error ? "error: " + event.error : "exit " + event.exit_code;
     } else if (event.kind === "detection") {
-      call.result = (call.result ? call.result + "; " : "") + "detector: " + (event.action || "flagged");
+      const why = (event.reasons || []).join("; ");
+      call.detector = (event.action || "flagged") + (event.applied === false ? " (not applied)" : "") +
+        (why ? ": " + why : "");
     } else if (event.kind === "revocation") {
-      call.result = (call.result ? call.result + "; " : "") + "revoked";
+      call.result = (call.result ? call.result + "; " : "") + "revoked: " + (event.reasons || []).join("; ");
     }
     render(call);
   }
