@@ -1,6 +1,7 @@
 """One settings object for the whole gateway, read from `BASTION_*` environment variables."""
 
 import os
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     rate_limit_tool_burst: int = 30
     mcp_list_cache_s: float = 10.0
 
+    redis_url: str | None = None
+    gateway_id: str = ""
+    redaction_key: SecretStr | None = None
+    cluster_staleness_s: float = Field(default=2.0, gt=0)
+    cluster_resync_s: float = Field(default=5.0, gt=0)
+
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":
         self.data_dir = self.data_dir.expanduser().absolute()
@@ -91,6 +98,10 @@ class Settings(BaseSettings):
             self.detector_checkpoint = self.detector_checkpoint.expanduser().absolute()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'bastion.db'}"
+        if not self.gateway_id:
+            self.gateway_id = f"{socket.gethostname()}-{self.port}"
+        if self.redis_url:
+            self._refuse_unshared_cluster()
         if self.mode == "production":
             if self.database_url.startswith("sqlite"):
                 raise ValueError("BASTION_DATABASE_URL must point at PostgreSQL in production mode")
@@ -100,6 +111,24 @@ class Settings(BaseSettings):
                 raise ValueError("BASTION_AUDIT_SIGNING_KEY (base64 of a random 32-byte Ed25519 seed) is required "
                                  "in production mode")
         return self
+
+    def _refuse_unshared_cluster(self) -> None:
+        """Cluster mode (`BASTION_REDIS_URL`): every gateway must share the database and the keys."""
+        if self.database_url.startswith("sqlite"):
+            raise ValueError("cluster mode (BASTION_REDIS_URL) needs BASTION_DATABASE_URL pointing at the PostgreSQL "
+                             "server every gateway shares")
+        if self.audit_signing_key is None:
+            raise ValueError("cluster mode (BASTION_REDIS_URL) needs BASTION_AUDIT_SIGNING_KEY, the same on every "
+                             "gateway: they sign checkpoints of one audit chain")
+        if self.redaction_key is None:
+            raise ValueError("cluster mode (BASTION_REDIS_URL) needs BASTION_REDACTION_KEY (base64 of 32 random "
+                             "bytes), the same on every gateway: it masks redacted values and seals idempotent "
+                             "answers")
+
+    @property
+    def cluster(self) -> bool:
+        """True when gateways share state through Redis (`BASTION_REDIS_URL`)."""
+        return bool(self.redis_url)
 
     @cached_property
     def checkpoint_path(self) -> Path:

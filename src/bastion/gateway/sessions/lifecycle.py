@@ -9,6 +9,7 @@ from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.cluster.link import ClusterLink
 from bastion.gateway.db.tables import SandboxSession
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
@@ -39,7 +40,7 @@ class SessionLifecycle:
     def __init__(self, sessions: SessionStore, sandbox: SandboxRuntime, audit: AuditLog, revocations: RevocationStore,
                  enforcer: Enforcer, limiter: RateLimiter, facts: CallFacts, limits: SandboxLimits,
                  default_runtime: str, forget: Callable[[str], None],
-                 opened: Callable[[str, SessionTrust], None]) -> None:
+                 opened: Callable[[str, SessionTrust], None], cluster: ClusterLink) -> None:
         self._sessions = sessions
         self._sandbox = sandbox
         self._audit = audit
@@ -51,6 +52,7 @@ class SessionLifecycle:
         self._default_runtime = default_runtime
         self._forget = forget
         self._opened = opened
+        self._cluster = cluster
 
     async def create(self, agent: PrincipalView, labels: dict[str, str], runtime: str | None = None,
                      limits: dict[str, float] | None = None, trust: SessionTrust | None = None) -> LiveSession:
@@ -58,7 +60,10 @@ class SessionLifecycle:
 
         `runtime` picks the tier (default `BASTION_SANDBOX_RUNTIME`); `limits` may tighten the container's
         `memory_mb`, `cpus` and `pids` below the gateway's, never loosen them; `trust` is what the user declared."""
-        self._limiter.take(agent.id)
+        refusal = self._cluster.refusal()
+        if refusal is not None:
+            raise refusal
+        await self._limiter.acquire(agent.id)
         tier = runtime or self._default_runtime
         offered = self._sandbox.runtimes
         if tier not in offered:
