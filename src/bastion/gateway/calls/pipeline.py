@@ -21,6 +21,7 @@ from bastion.gateway.calls.egress import EgressGrants
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.obligations import unmet
 from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.cluster.link import ClusterLink
 from bastion.gateway.detection.barrier import DetectionBarrier
 from bastion.gateway.detection.feed import DetectorFeed
 from bastion.gateway.detection.risk import RiskBoard
@@ -116,6 +117,7 @@ class CallPipeline:
     feed: DetectorFeed
     on_verdict: Callable[[Verdict], Awaitable[bool]]
     metrics: GatewayMetrics
+    cluster: ClusterLink
     provenance_action: Action = "revoke_session"
     in_flight: int = field(default=0, init=False)
 
@@ -160,7 +162,10 @@ class CallPipeline:
                                f"Arguments for {tool.name} do not match its schema: "
                                + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                                errors=errors, tool=tool.name)
-        self.limiter.take(principal.id, tool.name)
+        refusal = self.cluster.refusal()
+        if refusal is not None:
+            raise refusal
+        await self.limiter.acquire(principal.id, tool.name)
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
         with self.metrics.stage("detector_wait"):

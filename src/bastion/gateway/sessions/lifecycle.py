@@ -10,6 +10,7 @@ from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.cluster.link import ClusterLink
 from bastion.gateway.db.tables import SandboxSession
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
@@ -51,7 +52,8 @@ class SessionLifecycle:
     def __init__(self, sessions: SessionStore, sandbox: SandboxRuntime, audit: AuditLog, revocations: RevocationStore,
                  enforcer: Enforcer, limiter: RateLimiter, facts: CallFacts, limits: SandboxLimits,
                  default_runtime: str, forget: Callable[[str], None],
-                 opened: Callable[[str, SessionTrust], None], admission: SessionAdmission) -> None:
+                 opened: Callable[[str, SessionTrust], None], admission: SessionAdmission,
+                 cluster: ClusterLink) -> None:
         self._sessions = sessions
         self._sandbox = sandbox
         self._audit = audit
@@ -67,6 +69,7 @@ class SessionLifecycle:
         self._admitting = asyncio.Lock()
         self._starting: dict[str, tuple[PrincipalView, float]] = {}
         self._launching_mb: dict[str, float] = {}
+        self._cluster = cluster
 
     async def create(self, agent: PrincipalView, labels: dict[str, str], runtime: str | None = None,
                      limits: dict[str, float] | None = None, trust: SessionTrust | None = None) -> LiveSession:
@@ -74,7 +77,10 @@ class SessionLifecycle:
 
         `runtime` picks the tier (default `BASTION_SANDBOX_RUNTIME`); `limits` may tighten the container's
         `memory_mb`, `cpus` and `pids` below the gateway's, never loosen them; `trust` is what the user declared."""
-        self._limiter.take(agent.id)
+        refusal = self._cluster.refusal()
+        if refusal is not None:
+            raise refusal
+        await self._limiter.acquire(agent.id)
         tier = runtime or self._default_runtime
         offered = self._sandbox.runtimes
         if tier not in offered:
