@@ -1,7 +1,7 @@
 """sessions: the gateway that owns each one (cluster mode)
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 15:10:00
 """
 

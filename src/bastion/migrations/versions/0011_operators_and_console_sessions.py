@@ -1,7 +1,7 @@
 """operators (named accounts with roles) and console sign-in sessions
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-07 15:00:00
 """
 
