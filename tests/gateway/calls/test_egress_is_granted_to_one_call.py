@@ -108,14 +108,17 @@ def test_only_the_call_a_destination_was_granted_to_reaches_it(fetch_gateway: Ru
                             json={"tool": "net.fetch", "args": {"url": f"{base}/granted", "hold_s": 3}})
         runner.join()
         time.sleep(5)  # let the tool's own child try after the call ended
-        logs = _python(http, agent, sid, "print(open('/tmp/detached.log').read(), open('/tmp/after.log').read())")
+        logs = _python(http, agent, sid, "import os\nfor log in ('/tmp/detached.log', '/tmp/after.log'):\n"
+                                         "    print(open(log).read() if os.path.exists(log) else '')")
         records = http.get("/v1/audit", params={"kind": "egress", "session_id": sid, "limit": 1000},
                            headers=fetch_gateway.admin).json()["records"]
     assert fetched.status_code == 200 and fetched.json()["result"]["stdout"] == "page /granted\n", fetched.text
     assert site.paths == ["/granted"]
     concurrent_log = concurrent["run"].json()["result"]["stdout"].split()
     assert concurrent_log and set(concurrent_log) == {"403"}
-    assert set(logs.json()["result"]["stdout"].split()) == {"403"}
+    # Processes a call leaves behind are killed when it ends (issue 21); whatever they managed to try was refused.
+    assert left_behind.json()["result"]["killed_processes"] >= 1
+    assert set(logs.json()["result"]["stdout"].split()) <= {"403"}
     by_call: dict[str | None, list[dict]] = {}
     for record in records:
         by_call.setdefault(record["call_id"], []).append(record)
@@ -123,5 +126,5 @@ def test_only_the_call_a_destination_was_granted_to_reaches_it(fetch_gateway: Ru
     assert [(r["allow"], r["tool"], r["result"]["port"]) for r in by_call.pop(fetch_call)] == [
         (True, "net.fetch", site.port)]
     assert {(r["allow"], r["tool"]) for r in by_call.pop(run_call)} == {(False, "python.run")}
-    assert {(r["allow"], r["tool"]) for r in by_call.pop(None)} == {(False, None)}
+    assert {(r["allow"], r["tool"]) for r in by_call.pop(None, [])} <= {(False, None)}
     assert {(r["allow"], r["tool"]) for records in by_call.values() for r in records} == {(False, "python.run")}

@@ -5,6 +5,8 @@ import io
 import json
 import shutil
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,12 +244,14 @@ def test_reregistering_bumps_the_version_and_keeps_the_history(client: httpx.Cli
     assert client.get("/v1/tools/util.echo_args/versions", headers=agent).status_code == 403
 
 
-RACER = """import os
+RACER = """import os, time
 os.makedirs("tools", exist_ok=True)
-while True:
+deadline = time.time() + 6
+while time.time() < deadline:
     with open("tools/.pay.py", "w") as swapped:
         swapped.write('print("agent code")')
     os.replace("tools/.pay.py", "tools/pay.py")
+print(open("tools/pay.py").read())
 """
 OVERWRITE = """import glob
 for path in glob.glob("/run/bastion/tools/*/tools/pay.py"):
@@ -274,17 +278,19 @@ def test_tool_files_are_out_of_the_agents_reach(client: httpx.Client, registered
 def test_a_racing_writer_in_the_workspace_cannot_swap_a_tools_files(client: httpx.Client,
                                                                    registered: dict[str, dict],
                                                                    tools_gateway: RunningGateway) -> None:
-    """A detached loop rewriting `tools/pay.py` as fast as it can never gets its code run under the tool's name."""
+    """A call rewriting `tools/pay.py` as fast as it can, while the tool runs beside it, never gets its code run
+    under the tool's name (a detached writer would not outlive its call)."""
     agent = _agent(client, tools_gateway, "payments", "developer")
     sid = _session(client, agent)
-    assert _call(client, agent, sid, "fs.write", {"path": "race.py", "content": RACER}).status_code == 200
-    launch = ("import subprocess, sys\nsubprocess.Popen([sys.executable, 'race.py'], start_new_session=True,"
-              " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n")
-    assert _call(client, agent, sid, "python.run", {"code": launch}).status_code == 200
-    swapped = _call(client, agent, sid, "shell.run", {"command": "sleep 0.3; cat tools/pay.py"})
-    assert swapped.json()["result"]["stdout"] == 'print("agent code")', swapped.text
+    racing: dict[str, httpx.Response] = {}
+    racer = threading.Thread(target=lambda: racing.update(
+        run=_call(client, agent, sid, "python.run", {"code": RACER, "timeout_s": 20})))
+    racer.start()
+    time.sleep(1.0)
     outputs = [_call(client, agent, sid, "billing.send_money", {"recipient": "bob", "amount": n}).json()["result"]
                ["stdout"] for n in range(1, 21)]
+    racer.join()
+    assert racing["run"].json()["result"]["stdout"].strip() == 'print("agent code")', racing["run"].text
     assert all(out.startswith("{") and json.loads(out)["argv"][:2] == ["--to", "bob"] for out in outputs), outputs
 
 
