@@ -34,11 +34,11 @@ with open(log, "a") as out:
         print(status, file=out, flush=True)
         time.sleep(0.1)
 """
-FETCH_TOOL = """import subprocess, sys, time, urllib.request
+FETCH_TOOL = """import os, subprocess, sys, time, urllib.request
 print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
 # a child in the call's session but its own process group outlives the call, and tries once it is over
-subprocess.Popen([sys.executable, "tools/attempts.py", sys.argv[1] + "-after", "/tmp/after.log", "3",
-                  str(float(sys.argv[2]) + 1)],
+attempts = os.environ["BASTION_TOOL_DIR"] + "/tools/attempts.py"
+subprocess.Popen([sys.executable, attempts, sys.argv[1] + "-after", "/tmp/after.log", "3", str(float(sys.argv[2]) + 1)],
                  process_group=0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 time.sleep(float(sys.argv[2]))
 """
@@ -82,13 +82,16 @@ def _python(http: httpx.Client, headers: dict, sid: str, code: str) -> httpx.Res
                      json={"tool": "python.run", "args": {"code": code, "timeout_s": 30}})
 
 
-def test_only_the_call_a_destination_was_granted_to_reaches_it(fetch_gateway: RunningGateway, site: Site) -> None:
+@pytest.mark.parametrize("tier", ["runc", "runsc"])
+def test_only_the_call_a_destination_was_granted_to_reaches_it(fetch_gateway: RunningGateway, site: Site,
+                                                               tier: str) -> None:
     base = f"http://127.0.0.1:{site.port}"
     with httpx.Client(base_url=fetch_gateway.url, timeout=60) as http:
         created = http.post("/v1/agents", json={"name": "fetch", "roles": ["offline", "fetcher"]},
                             headers=fetch_gateway.admin).json()
         agent = {"Authorization": f"Bearer {created['api_key']}"}
-        sid = http.post("/v1/sessions", headers=agent).json()["session_id"]
+        sid = http.post("/v1/sessions", json={"runtime": tier}, headers=agent).json()["session_id"]
+        site.paths.clear()
         assert http.post(f"/v1/sessions/{sid}/calls", headers=agent, json={"tool": "fs.write", "args": {
             "path": "attempts.py", "content": ATTEMPTS}}).status_code == 200
         refused_alone = _python(http, agent, sid, f"import urllib.request\nurllib.request.urlopen('{base}/alone')")
