@@ -111,7 +111,7 @@ async def authorize_only(options: argparse.Namespace, data_dir: Path) -> None:
         for n in range(options.agents):
             _, key = await asyncio.to_thread(gateway.principals.create_agent, f"pipe-{n}", ["reader"], {}, "default")
             principal = await gateway.principals.authenticate(key)
-            callers.append((principal, await gateway.create_session(principal, {})))
+            callers.append((principal, await gateway.lifecycle.create(principal, {})))
 
         async def send(index: int) -> None:
             principal, live = callers[index % len(callers)]

@@ -2,6 +2,7 @@
 allowlists, rate limits, quiet hours, risk gating, approvals and the obligations allowed calls carry."""
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,6 +220,7 @@ def test_runtime_limits_and_redactions_follow_the_call(engine: SupervisedRegoEng
     assert parse_obligations(secret_write.obligations).limits is not None
 
 
+CIDRS = load_default_bundle().data["bastion"]["config"]["egress"]["refused_cidrs"]
 CRM = {"roles": {"assistant": {"tools": ["crm.lookup"], "max_timeout_s": 30, "egress": ["crm.example"]}}}
 
 
@@ -239,3 +241,29 @@ def test_a_custom_tool_listed_in_the_egress_scope_has_its_destinations_judged() 
             'endpoint "crm.example" is not an absolute URL with a host']
         assert custom.decide(call("crm.lookup", {"server": "evil.example"}, roles=("assistant",))).reasons == [
             'egress to "evil.example" is not in the allowlist of roles ["assistant"]']
+
+
+@pytest.mark.parametrize(("host", "cidr"), [
+    ("169.254.169.254", "169.254.0.0/16"), ("127.0.0.1", "127.0.0.0/8"), ("10.1.2.3", "10.0.0.0/8"),
+    ("::1", "::1/128"), ("fe80::1", "fe80::/10"),
+])
+def test_an_ip_destination_in_a_refused_range_is_denied_even_when_allowlisted(host: str, cidr: str) -> None:
+    allowlisted = ["pypi.org"] + ([host] if "." in host else [])
+    roles = {"developer": {**load_default_bundle().data["bastion"]["config"]["roles"]["developer"],
+                           "egress": allowlisted}}
+    label = next(refused["label"] for refused in CIDRS if refused["cidr"] == cidr)
+    with engine_with({"roles": roles}) as opa:
+        decision = opa.decide(call("fs.read", {"path": "a", "host": host}))
+        assert not decision.allow
+        assert f"egress to {json.dumps(host)} is refused: it lies in {cidr} ({label})" in decision.reasons
+        assert opa.decide(call("fs.read", {"path": "a", "host": "pypi.org"})).allow
+        assert opa.decide(call("fs.read", {"path": "a", "url": "http://93.184.215.14/"})).reasons == [
+            'egress to "93.184.215.14" is not in the allowlist of roles ["developer"]']
+
+
+def test_on_rego_cpp_an_ip_destination_is_still_denied() -> None:
+    bundle = load_default_bundle()
+    with SupervisedRegoEngine(bundle, workers=1, engine="regocpp") as fallback:
+        decision = fallback.decide(call("fs.read", {"path": "a", "host": "169.254.169.254"}))
+        assert not decision.allow and decision.reasons[0].startswith("policy engine error")
+        assert fallback.decide(call("fs.read", {"path": "a", "host": "pypi.org"})).allow

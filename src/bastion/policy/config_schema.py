@@ -28,7 +28,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "egress": {"type": "object", "required": ["builtin_tools", "builtin_args", "by_tool"],
                    "properties": {"builtin_tools": _STRINGS, "builtin_args": {"$ref": "#/$defs/destination_args"},
                                   "by_tool": {"type": "object",
-                                              "additionalProperties": {"$ref": "#/$defs/destination_args"}}}},
+                                              "additionalProperties": {"$ref": "#/$defs/destination_args"}},
+                                  "refused_cidrs": {"type": "array", "items": {
+                                      "type": "object", "required": ["cidr", "label"],
+                                      "properties": {"cidr": {"type": "string"}, "label": {"type": "string"}}}}}},
         "commands": {"type": "object", "required": ["fields", "max_chars", "deny"],
                      "properties": {
                          "fields": {"type": "object", "additionalProperties": _STRINGS},

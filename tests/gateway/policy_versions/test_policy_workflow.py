@@ -101,7 +101,7 @@ def test_rejected_uploads_say_where_and_leave_the_policy_in_force(client: httpx.
     before = client.get("/v1/policies", headers=ADMIN).json()
     syntax = push(client, "broken", *bundle_with(**{"extra.rego": HEADER + "deny contains msg if {\n"}))
     assert syntax.status_code == 422 and syntax.json()["type"].endswith("/policy-rejected")
-    assert any(e["file"] == "extra.rego" and e["line"] == 5 and e["column"] for e in syntax.json()["errors"])
+    assert any(e["file"] == "extra.rego" and e["line"] == 6 and e["column"] for e in syntax.json()["errors"])
     failing = push(client, "strict", *bundle_with(**{"strict_test.rego": (
         "package strict_test\n\nimport rego.v1\n\ntest_nothing_allowed if not data.bastion.authz.decision.allow"
         ' with input as {"version": 1}\n\ntest_impossible if 1 == 2\n')}))
@@ -116,21 +116,19 @@ def test_rejected_uploads_say_where_and_leave_the_policy_in_force(client: httpx.
     assert after["versions"] == before["versions"] and after["revision"] == before["revision"]
 
 
-def test_the_issue_repro_through_the_gateway_never_takes_it_down(client: httpx.Client) -> None:
+def test_the_policies_that_crashed_rego_cpp_are_accepted_on_opa_and_the_gateway_keeps_serving(
+        client: httpx.Client) -> None:
     dev = agent(client, "developer")
     sid = session(client, dev)
-    lifted = push(client, "repro test", *bundle_with(**{"p.rego": REPRO_P, "p_test.rego": REPRO_TEST}))
-    assert lifted.status_code == 201, lifted.text
-    assert lifted.json()["tests_passed"] >= 9
-    crashing_test = push(client, "repro, two inputs", *bundle_with(**{"p.rego": REPRO_P,
-                                                                      "p_test.rego": TWO_INPUTS_TEST}))
-    assert crashing_test.status_code == 422
-    [failed] = crashing_test.json()["tests"]["failed"]
-    assert failed["name"] == "data.p_test.test_both" and "evaluator crashed (SIGABRT)" in failed["error"]
-    crashing_policy = push(client, "repro in decision", *bundle_with(**{"p.rego": REPRO_P,
-                                                                        "uses_p.rego": REPRO_DECISION_USE}))
-    assert crashing_policy.status_code == 422
-    assert "evaluator crashed (SIGABRT)" in crashing_policy.json()["detail"]
+    tested = push(client, "repro test", *bundle_with(**{"p.rego": REPRO_P, "p_test.rego": REPRO_TEST}))
+    assert tested.status_code == 201, tested.text
+    assert tested.json()["tests_passed"] >= 9
+    two_inputs = push(client, "repro, two inputs", *bundle_with(**{"p.rego": REPRO_P,
+                                                                   "p_test.rego": TWO_INPUTS_TEST}))
+    assert two_inputs.status_code == 201, two_inputs.text
+    in_decision = push(client, "repro in decision", *bundle_with(**{"p.rego": REPRO_P,
+                                                                    "uses_p.rego": REPRO_DECISION_USE}))
+    assert in_decision.status_code == 201, in_decision.text
     assert client.get("/healthz").status_code == 200
     assert tool_call(client, dev, sid, "shell.run", command="echo alive").json()["result"]["stdout"] == "alive\n"
 
@@ -208,7 +206,7 @@ async def _converges(check: Any, within_s: float = 20.0) -> bool:
     return True
 
 
-def test_a_policy_that_segfaults_on_a_call_denies_it_and_the_gateway_keeps_serving(client: httpx.Client) -> None:
+def test_a_policy_that_segfaulted_rego_cpp_decides_long_arguments_on_opa(client: httpx.Client) -> None:
     dev = agent(client, "developer")
     sid = session(client, dev)
     pushed = push(client, "unbounded regex", *bundle_with(**{"ab.rego": STACK_SMASH}))
@@ -216,13 +214,11 @@ def test_a_policy_that_segfaults_on_a_call_denies_it_and_the_gateway_keeps_servi
     activate(client, pushed.json()["version"])
     try:
         assert tool_call(client, dev, sid, "shell.run", command="abc").json()["reasons"] == ["ab-run"]
-        crashed = tool_call(client, dev, sid, "shell.run", command="ab" * 20000)
-        assert crashed.status_code == 403
-        assert crashed.json()["reasons"] == [
-            "policy engine unavailable: evaluator crashed (SIGSEGV) while deciding this call; restarting"]
+        refused = tool_call(client, dev, sid, "shell.run", command="ab" * 20000 + "c")
+        assert refused.status_code == 403 and refused.json()["reasons"] == ["ab-run"]
         assert client.get("/healthz").status_code == 200
         assert tool_call(client, dev, sid, "shell.run", command="echo next").json()["result"]["stdout"] == "next\n"
-        decision = [r for r in audit_kinds(client, session_id=sid) if r["call_id"] == crashed.json()["call_id"]]
+        decision = [r for r in audit_kinds(client, session_id=sid) if r["call_id"] == refused.json()["call_id"]]
         assert [(r["kind"], r["allow"]) for r in decision] == [("decision", False)]
     finally:
         client.post("/v1/policies/rollback", headers=ADMIN, json={"to": 0})
@@ -431,4 +427,4 @@ def test_the_policy_cli_pushes_lists_diffs_activates_and_rolls_back(policy_gatew
     assert rolled.exit_code == 0 and "bundled default active" in rolled.output
     (tmp_path / "broken.rego").write_text(HEADER + "deny contains x if {\n")
     broken = runner.invoke(cli, ["policy", "test", str(tmp_path)])
-    assert broken.exit_code == 1 and "broken.rego:5:" in broken.output
+    assert broken.exit_code == 1 and "broken.rego:6:" in broken.output

@@ -48,3 +48,14 @@ deny contains msg if {
 		json.marshal(sorted(granting_roles)),
 	])
 }
+
+# A destination written as an IP address inside a refused range (loopback, private, link-local and the
+# cloud metadata address, data.bastion.config.egress.refused_cidrs) is denied whatever the allowlists say.
+# rego-cpp has no net.cidr_contains: there such a destination is an engine error, so still denied.
+deny contains msg if {
+	some host in destination_hosts
+	regex.match(`^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$|^[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}$`, host)
+	some refused in config.egress.refused_cidrs
+	net.cidr_contains(refused.cidr, host)
+	msg := concat("", ["egress to ", json.marshal(host), " is refused: it lies in ", refused.cidr, " (", refused.label, ")"])
+}
