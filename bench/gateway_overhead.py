@@ -138,7 +138,7 @@ def mcp_caller(client: Client) -> Caller:
 
     async def call() -> tuple[float, float] | None:
         started = time.perf_counter()
-        result = await client.call_tool("shell.run", {"command": "true"})
+        result = await client.call_tool("shell__run", {"command": "true"})
         total_ms = (time.perf_counter() - started) * 1000
         if result.is_error:
             return None

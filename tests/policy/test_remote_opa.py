@@ -1,8 +1,8 @@
 """The remote OPA backend, against a stand-in for an OPA server (no OPA binary can be obtained here).
 
 `OpaStandIn` implements the parts of OPA's REST API the backend uses (`PUT/GET/DELETE /v1/policies`,
-`PUT /v1/data/{path}`, `POST /v1/data/{path}` with `{"input": ...}`, `GET /health`) over rego-cpp,
-compiling every policy upload against the policies already held, as OPA does.
+`PUT /v1/data/{path}`, `POST /v1/data/{path}` with `{"input": ...}`, `GET /health`) over OPA's own evaluator
+(in a contained evaluator process), compiling every policy upload against the policies already held, as OPA does.
 """
 
 import json
@@ -18,17 +18,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from regopy import Interpreter, RegoError
 
+from bastion.policy.backends import wire
+from bastion.policy.backends.evaluator_process import EvaluatorProcess, EvaluatorRefused
 from bastion.policy.backends.inprocess import InProcessRegoEngine
-from bastion.policy.backends.regocpp import (
-    PolicyEvaluationError,
-    compile_bundle,
-    describe_rego_error,
-    error_messages,
-    evaluate,
-    new_interpreter,
-)
 from bastion.policy.backends.remote import RemoteOpaEngine
 from bastion.policy.bundle import PolicyBundle, load_default_bundle
 from bastion.policy.errors import PolicyCompileError
@@ -38,13 +31,15 @@ _LOCATED = re.compile(r"^(.+?):(\d+):(\d+): (.*)$")
 
 
 class OpaStandIn:
-    """Stand-in for an OPA server: OPA's policy and data endpoints, evaluated by rego-cpp (compiled per query)."""
+    """Stand-in for an OPA server: OPA's policy and data endpoints, evaluated by OPA's evaluator (contained)."""
 
     def __init__(self) -> None:
         self.policies: dict[str, str] = {}
         self.data: dict[str, Any] = {}
         self.decisions = 0
         self._lock = threading.Lock()
+        self._evaluator = EvaluatorProcess("opa")
+        self._prepare({})
         self.app = FastAPI(title="OPA stand-in")
         self.app.add_api_route("/health", self.health, methods=["GET"])
         self.app.add_api_route("/v1/policies/", self.list_policies, methods=["GET"])
@@ -88,31 +83,32 @@ class OpaStandIn:
         with self._lock:
             self.decisions += 1
             try:
-                compiled = compile_bundle(self.policies, self.data, path.strip("/"))
-                value = evaluate(new_interpreter(), compiled, json.dumps(body.get("input", {})))
-            except PolicyEvaluationError as exc:
-                if "undefined" in str(exc):
-                    return JSONResponse({})
+                self._prepare(self.policies)
+                answer = self._ask(wire.QUERY, {"entrypoint": path.strip("/"), "input": body.get("input")})
+            except EvaluatorRefused as exc:
                 return JSONResponse({"code": "internal_error", "message": str(exc)}, status_code=500)
-        return JSONResponse({"result": value})
+        return JSONResponse({"result": answer["value"]} if answer["defined"] else {})
 
-    def _interpreter(self, policies: dict[str, str]) -> Interpreter:
-        interpreter = new_interpreter()
-        for policy_id, source in sorted(policies.items()):
-            interpreter.add_module(policy_id, source)
-        interpreter.add_data(self.data)
-        return interpreter
+    def close(self) -> None:
+        """Stop the evaluator."""
+        self._evaluator.kill()
+
+    def _ask(self, code: int, request: dict[str, Any]) -> Any:
+        reply = self._evaluator.request(code, json.dumps(request).encode(), 30)
+        return json.loads(reply) if reply else None
+
+    def _prepare(self, policies: dict[str, str]) -> None:
+        """Compile `policies` with the data held (lock held); EvaluatorRefused names what does not compile."""
+        self._ask(wire.PREPARE, {"modules": policies, "data": self.data, "entrypoints": []})
 
     def _compile_errors(self, policies: dict[str, str]) -> list[dict[str, Any]]:
         with self._lock:
             try:
-                compiled = self._interpreter(policies).build("x = true", [])
-            except RegoError as exc:
-                described = describe_rego_error(str(exc), policies)
+                self._prepare(policies)
+            except EvaluatorRefused as exc:
+                described = str(exc).removeprefix("policy failed to compile: ")
             else:
-                if compiled.ok():
-                    return []
-                described = "; ".join(error_messages(compiled.node()))
+                return []
         errors = []
         for part in described.split("; "):
             located = _LOCATED.match(part)
@@ -149,6 +145,7 @@ def opa() -> Iterator[tuple[OpaStandIn, str]]:
     standin = OpaStandIn()
     with serving(standin) as url:
         yield standin, url
+    standin.close()
 
 
 CASES = [
@@ -196,7 +193,7 @@ def test_compile_errors_name_the_bundle_file_and_line(opa: tuple[OpaStandIn, str
     broken = PolicyBundle(modules={**good.modules, "zz_broken.rego":
                                    "package bastion.authz\n\nimport rego.v1\n\ndeny contains msg if {\n"},
                           data=good.data)
-    with pytest.raises(PolicyCompileError, match=r"zz_broken\.rego:5:\d+: .*unclosed"):
+    with pytest.raises(PolicyCompileError, match=r"zz_broken\.rego:6:\d+: rego_parse_error: unexpected eof token"):
         remote.load(broken)
     assert standin.policies == held
     assert remote.bundle is good
@@ -231,9 +228,11 @@ def test_an_undefined_decision_is_a_deny(opa: tuple[OpaStandIn, str]) -> None:
 
 
 def test_an_unreachable_server_denies_and_fails_readiness() -> None:
-    with serving(OpaStandIn()) as url:
+    standin = OpaStandIn()
+    with serving(standin) as url:
         remote = RemoteOpaEngine(url, load_default_bundle())
         assert remote.ping()
+    standin.close()
     decision = remote.decide(call("fs.list", {}))
     assert not decision.allow
     assert decision.reasons == ["policy engine error: remote OPA did not answer: ConnectionError"]

@@ -190,6 +190,23 @@ async def test_workspace_files_round_trip(runtime: DockerRuntime, session: str) 
     assert missing.exit_code == 1 and "No such file" in missing.stderr
 
 
+async def test_an_execs_files_are_read_only_to_it_and_checked_right_before_it_runs(
+    runtime: DockerRuntime, session: str, docker_client: docker.DockerClient
+) -> None:
+    tool = "import os, sys\nprint(sys.argv[0] == os.environ['BASTION_TOOL_DIR'] + '/tools/t.py')\n"
+    request = RunRequest(op="exec", argv=["python3", "tools/t.py"], files={"tools/t.py": tool})
+    assert (await runtime.run(session, request)).stdout == "True\n"
+    overwrite = "for f in /run/bastion/tools/*/tools/t.py; do echo 'print(1)' > $f || echo refused; done"
+    assert (await sh(runtime, session, "sh", "-c", overwrite)).stdout == "refused\n"
+    container = docker_client.containers.get(runtime.container_of(session))
+    (mount,) = [m["Source"] for m in container.attrs["Mounts"] if m["Destination"] == "/run/bastion"]
+    (installed,) = Path(mount).glob("tools/*/tools/t.py")
+    installed.chmod(0o644)
+    installed.write_text("print('swapped behind the gateway')\n")
+    refused = await runtime.run(session, request)
+    assert refused.exit_code == 126 and "digest mismatch" in refused.stderr and refused.stdout == ""
+
+
 @pytest.mark.parametrize(
     ("op", "path"),
     [

@@ -16,7 +16,7 @@ from bastion.sandbox.docker_runtime import DockerRuntime
 from bastion.sandbox.egress import AllowList, EgressLog
 from bastion.sandbox.proxy_request import BadProxyRequest, parse_head
 from bastion.sandbox.types import RunRequest, RunResult, SessionSpec
-from tests.support.egress import FETCH, Site
+from tests.support.egress import FETCH, RawSite, Site
 
 TUNNEL = (
     "import http.client, sys\n"
@@ -43,21 +43,30 @@ def unlisted_site() -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
+def raw_site() -> Iterator[RawSite]:
+    running = RawSite()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
 def egress_log() -> EgressLog:
     return EgressLog()
 
 
 @pytest.fixture(scope="module")
 async def runtime(
-    sandbox_image: str, site: Site, unlisted_site: Site, egress_log: EgressLog
+    sandbox_image: str, site: Site, unlisted_site: Site, raw_site: RawSite, egress_log: EgressLog
 ) -> AsyncIterator[DockerRuntime]:
     state_dir = Path(tempfile.mkdtemp(prefix="bst-egr-"))
     allowed = {
         ("127.0.0.1", site.port), ("10.0.0.1", 80), ("169.254.169.254", 80), ("127.0.0.1", unlisted_site.port),
+        ("127.0.0.1", raw_site.port),
     }  # fmt: skip
     runtime = DockerRuntime(
         sandbox_image, state_dir=state_dir, owner=f"test-{uuid.uuid4().hex[:8]}",
-        egress_authorizer=AllowList(allowed), egress_recorder=egress_log, allowed_loopback_ports={site.port},
+        egress_authorizer=AllowList(allowed), egress_recorder=egress_log,
+        allowed_loopback_ports={site.port, raw_site.port},
     )  # fmt: skip
     await runtime.start()
     yield runtime
@@ -172,6 +181,46 @@ async def test_sandboxed_code_reaching_the_proxy_socket_directly_is_checked_too(
     assert (await python(runtime, session, direct)).stdout == "HTTP/1.1 403 Forbidden\n"
 
 
+RAW = (
+    "import socket, sys\n"
+    "s = socket.create_connection(('127.0.0.1', 3128), timeout=20)\n"
+    "s.sendall(sys.argv[1].encode('latin-1').decode('unicode_escape').encode('latin-1'))\n"
+    "reply = b''\n"
+    "while chunk := s.recv(65536):\n"
+    "    reply += chunk\n"
+    "print(reply.decode('latin-1').splitlines()[0])\n"
+)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("head", [
+    "GET http://127.0.0.1:{port}/lf HTTP/1.1\\r\\nHost: a\\nX-Smuggled: 1\\r\\n\\r\\n",
+    "GET http://127.0.0.1:{port}/lf HTTP/1.1\\nHost: a\\n\\n",
+])
+async def test_head_lines_ending_in_a_bare_lf_are_refused_with_400(
+    runtime: DockerRuntime, session: str, site: Site, head: str
+) -> None:
+    hits = len(site.paths)
+    refused = await python(runtime, session, RAW, head.format(port=site.port))
+    assert refused.stdout == "HTTP/1.1 400 Bad Request\n", refused.stderr
+    assert len(site.paths) == hits
+
+
+@pytest.mark.docker
+async def test_bytes_after_the_first_request_never_reach_the_destination(
+    runtime: DockerRuntime, session: str, raw_site: RawSite, egress_log: EgressLog
+) -> None:
+    first = f"POST http://127.0.0.1:{raw_site.port}/first HTTP/1.1\\r\\nContent-Length: 5\\r\\n\\r\\nhello"
+    second = f"GET http://127.0.0.1:{raw_site.port}/second HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+    attempts = len(egress_log.attempts(session))
+    answered = await python(runtime, session, RAW, first + second)
+    assert answered.stdout == "HTTP/1.1 200 OK\n", answered.stderr
+    received = raw_site.received[-1]
+    assert received.startswith(b"POST /first HTTP/1.1\r\n") and received.endswith(b"\r\n\r\nhello")
+    assert b"/second" not in received
+    assert len(egress_log.attempts(session)) == attempts + 1
+
+
 def test_addresses_that_are_never_reached() -> None:
     loopback_ports = {8080}
     assert refusal("93.184.216.34", 443, loopback_ports) is None
@@ -212,6 +261,10 @@ def test_proxy_requests_are_parsed_strictly() -> None:
         b"GET http://ex\xe4mple.com/ HTTP/1.1\r\n\r\n",
         b"GET http://example.com/ HTTP/1.1\r\n folded\r\n\r\n",
         b"GET http://example.com/ HTTP/2\r\n\r\n",
+        b"GET http://example.com/ HTTP/1.1\r\nHost: a\nX-Smuggled: 1\r\n\r\n",
+        b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        b"POST http://example.com/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
     ):
         with pytest.raises(BadProxyRequest):
             parse_head(head)

@@ -86,8 +86,11 @@ def serve_gateway(settings: Settings, freeze_heap: bool = False) -> RunningGatew
 
 
 def gateway_settings(data_dir: Path, checkpoint: Path, image: str, **overrides: object) -> Settings:
-    """Settings of a test gateway with its own SQLite database and state directory (no warm pool unless asked)."""
+    """Settings of a test gateway with its own SQLite database and state directory (no warm pool unless asked, and
+    a memory ceiling of four times the host's memory: a shared test gateway keeps dozens of idle sessions whose
+    limits add up past the default 0.8 of a small machine's memory)."""
     overrides.setdefault("sandbox_pool_size", 0)
+    overrides.setdefault("sandbox_memory_fraction", 4.0)
     return Settings(data_dir=data_dir, admin_key=ADMIN_KEY, detector_checkpoint=checkpoint,
                     sandbox_image=image, **overrides)  # type: ignore[arg-type]
 
@@ -97,9 +100,9 @@ def session_containers_removed(client: docker.DockerClient, session_id: str, wit
     its container is removed right after, in the background."""
     labels = {"label": f"bastion.session={session_id}"}
     deadline = time.monotonic() + within_s
-    while client.containers.list(all=True, filters=labels) and time.monotonic() < deadline:
+    while client.containers.list(all=True, filters=labels, ignore_removed=True) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not client.containers.list(all=True, filters=labels)
+    return not client.containers.list(all=True, filters=labels, ignore_removed=True)
 
 
 def tempfile_short(prefix: str) -> str:

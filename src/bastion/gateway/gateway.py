@@ -21,6 +21,9 @@ from bastion.gateway.calls.egress import EgressGrants
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.pipeline import CallPipeline
 from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.cluster.link import ClusterLink, SingleGateway
+from bastion.gateway.cluster.ratelimit import SharedRateLimiter
+from bastion.gateway.cluster.redis_link import RedisLink
 from bastion.gateway.db.engine import make_engine, migrate
 from bastion.gateway.detection.barrier import DetectionBarrier
 from bastion.gateway.detection.controls import DetectorControls
@@ -58,11 +61,12 @@ class Readiness:
     database: bool
     sandbox: bool
     detector: bool
+    bus: bool = True
 
     @property
     def ready(self) -> bool:
         """True when every dependency answers."""
-        return self.policy and self.database and self.sandbox and self.detector
+        return self.policy and self.database and self.sandbox and self.detector and self.bus
 
 
 @dataclass(kw_only=True)
@@ -94,6 +98,7 @@ class Gateway:
     idempotency: IdempotencyStore
     pipeline: CallPipeline
     metrics: GatewayMetrics
+    cluster: ClusterLink
     generated_admin_key: str | None
     _policy_sync: asyncio.Task[None]
     _started: contextlib.AsyncExitStack = field(repr=False)
@@ -128,7 +133,8 @@ class Gateway:
             policy_control = PolicyControl(policy_store, revocations, audit, policy, default_upload,
                                            settings.policy_poll_interval_s, settings.policy_budget_ms / 1000)
 
-            sessions = SessionStore(database)
+            cluster = _cluster_link(settings)
+            sessions = SessionStore(database, cluster.gateway_id)
             limits = SandboxLimits(
                 memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus, pids=settings.sandbox_pids,
                 workspace_mb=settings.sandbox_workspace_mb, timeout_s=settings.call_timeout_s,
@@ -142,7 +148,7 @@ class Gateway:
                 if lifecycle is not None:
                     await lifecycle.expired(session_id, reason)
 
-            owner = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+            owner = hashlib.sha256(f"{settings.database_url}\n{cluster.gateway_id or ''}".encode()).hexdigest()[:12]
             sandbox = DockerRuntime(image=settings.sandbox_image, state_dir=settings.data_dir / "run", owner=owner,
                                     default_limits=limits, runtime=settings.sandbox_runtime,
                                     pool_size=settings.sandbox_pool_size, egress_authorizer=egress,
@@ -151,8 +157,11 @@ class Gateway:
                                     on_expire=session_expired)
             detector_controls = DetectorControls(database, settings.detector_mode)
             risk = RiskBoard(settings.detector_risk_half_life_s, settings.detector_approval_ttl_s)
-            enforcer = Enforcer(revocations, sessions, policy, sandbox, audit, detector_controls, risk, metrics)
+            enforcer = Enforcer(revocations, sessions, policy, sandbox, audit, detector_controls, risk, metrics,
+                                cluster)
             await enforcer.load()
+            await cluster.start(enforcer.apply_remote, enforcer.resync)
+            started.push_async_callback(cluster.stop)
             await policy_control.sync()
             policy_sync = asyncio.create_task(policy_control.run(), name="policy-sync")
             started.push_async_callback(_cancelled, policy_sync)
@@ -188,16 +197,20 @@ class Gateway:
                 egress.forget(session_id)
 
             facts = CallFacts(database)
-            limiter = RateLimiter(settings.rate_limit_agent_per_minute, settings.rate_limit_agent_burst,
-                                  settings.rate_limit_tool_per_minute, settings.rate_limit_tool_burst)
+            limiter = (SharedRateLimiter(cluster.redis, settings.rate_limit_agent_per_minute,
+                                         settings.rate_limit_agent_burst, settings.rate_limit_tool_per_minute,
+                                         settings.rate_limit_tool_burst) if isinstance(cluster, RedisLink) else
+                       RateLimiter(settings.rate_limit_agent_per_minute, settings.rate_limit_agent_burst,
+                                   settings.rate_limit_tool_per_minute, settings.rate_limit_tool_burst))
             lifecycle = SessionLifecycle(sessions, sandbox, audit, revocations, enforcer, limiter, facts, limits,
                                          settings.sandbox_runtime, forget_detector_state,
                                          lambda session_id, trust: feed.opened(session_id, trust.task,
                                                                                trust.trusted_values),
-                                         session_admission(settings, policy, sandbox))
+                                         session_admission(settings, policy, sandbox), cluster)
             catalog = ToolCatalog(database, settings.call_timeout_s)
             await asyncio.to_thread(catalog.load)
-            key = await asyncio.to_thread(redaction_key, settings.data_dir)
+            key = await asyncio.to_thread(redaction_key, settings.data_dir,
+                                          settings.redaction_key.get_secret_value() if settings.redaction_key else None)
             approvals = ApprovalDesk(database, audit)
             pipeline = CallPipeline(
                 tools=catalog.tools, policy=policy, audit=audit, sandbox=sandbox, sessions=sessions,
@@ -206,9 +219,9 @@ class Gateway:
                 barrier_timeout_s=settings.detector_barrier_timeout_s, egress=egress, revoked=enforcer.revoked,
                 facts=facts, approvals=approvals, shadow=policy_control, limiter=limiter,
                 arg_limits=ArgumentLimits(settings.max_args_bytes, settings.max_args_depth), risk=risk, feed=feed,
-                on_verdict=enforcer.apply_verdict, metrics=metrics,
+                on_verdict=enforcer.apply_verdict, metrics=metrics, cluster=cluster,
                 provenance_action=settings.detector_provenance_action)
-            _gauges(metrics, audit, sandbox, worker, pipeline)
+            _gauges(metrics, audit, sandbox, worker, pipeline, cluster)
             gateway = cls(
                 settings=settings, database=database, audit=audit, principals=principals, sessions=sessions,
                 lifecycle=lifecycle, revocations=revocations, enforcer=enforcer, policy=policy,
@@ -216,7 +229,8 @@ class Gateway:
                 egress=egress, scorer=scorer, worker=worker, watcher=watcher, feed=feed,
                 detector_controls=detector_controls, detector_labels=DetectorLabels(database), risk=risk,
                 catalog=catalog, idempotency=IdempotencyStore(database, key, settings.idempotency_ttl_s),
-                pipeline=pipeline, metrics=metrics, generated_admin_key=generated_admin_key, _policy_sync=policy_sync,
+                pipeline=pipeline, metrics=metrics, cluster=cluster, generated_admin_key=generated_admin_key,
+                _policy_sync=policy_sync,
                 _started=started.pop_all())
         return gateway
 
@@ -237,7 +251,7 @@ class Gateway:
         """Ask each dependency whether it answers."""
         return Readiness(policy=await asyncio.to_thread(self.policy.ping),
                          database=await asyncio.to_thread(self._db_answers), sandbox=await self.sandbox.ping(),
-                         detector=self.worker.healthy)
+                         detector=self.worker.healthy, bus=self.cluster.healthy)
 
     def _db_answers(self) -> bool:
         try:
@@ -259,8 +273,15 @@ def session_admission(settings: Settings, policy: PolicyEngine, sandbox: DockerR
                                          sandbox.host_memory_mb))
 
 
+def _cluster_link(settings: Settings) -> ClusterLink:
+    """Redis when `BASTION_REDIS_URL` is set (cluster mode), else the embedded link of a gateway alone."""
+    if not settings.redis_url:
+        return SingleGateway()
+    return RedisLink(settings.redis_url, settings.gateway_id, settings.cluster_staleness_s, settings.cluster_resync_s)
+
+
 def _gauges(metrics: GatewayMetrics, audit: AuditLog, sandbox: DockerRuntime, worker: DetectorWorker,
-            pipeline: CallPipeline) -> None:
+            pipeline: CallPipeline, cluster: ClusterLink) -> None:
     """The gauges read from the gateway's parts at scrape time."""
     metrics.gauge("bastion_audit_queue_depth", "Audit appends waiting for the writer", lambda: audit.queued)
     metrics.gauge("bastion_audit_in_progress", "Audit appends in the transaction being committed",
@@ -273,6 +294,13 @@ def _gauges(metrics: GatewayMetrics, audit: AuditLog, sandbox: DockerRuntime, wo
                   lambda: worker.unjudged)
     metrics.gauge("bastion_calls_in_flight", "Calls past the detector barrier and not yet answered",
                   lambda: pipeline.in_flight)
+    metrics.gauge("bastion_bus_healthy", "1 while this gateway's view of the cluster is fresh (always 1 alone)",
+                  lambda: float(cluster.healthy))
+    if isinstance(cluster, RedisLink):
+        metrics.gauge("bastion_bus_staleness_seconds", "Seconds since this gateway last heard from the cluster's bus",
+                      lambda: cluster.staleness_s)
+        metrics.gauge("bastion_bus_reconnections", "Times this gateway lost the bus and reconnected",
+                      lambda: cluster.reconnections)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -112,6 +113,12 @@ class Settings(BaseSettings):
         return entries
     console_session_ttl_s: float = Field(default=1800.0, gt=0, le=12 * 3600.0)
 
+    redis_url: str | None = None
+    gateway_id: str = ""
+    redaction_key: SecretStr | None = None
+    cluster_staleness_s: float = Field(default=2.0, gt=0)
+    cluster_resync_s: float = Field(default=5.0, gt=0)
+
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":
         self.data_dir = self.data_dir.expanduser().absolute()
@@ -133,6 +140,10 @@ class Settings(BaseSettings):
         elif self.policy_engine == "opa" and not opa_available():
             raise ValueError("BASTION_POLICY_ENGINE=opa needs OPA's evaluator (opa-golib-python-bindings), which is "
                              "not installed: run scripts/bootstrap.sh, or choose BASTION_POLICY_ENGINE=regocpp")
+        if not self.gateway_id:
+            self.gateway_id = f"{socket.gethostname()}-{self.port}"
+        if self.redis_url:
+            self._refuse_unshared_cluster()
         if self.mode == "production":
             if self.database_url.startswith("sqlite"):
                 raise ValueError("BASTION_DATABASE_URL must point at PostgreSQL in production mode")
@@ -142,6 +153,24 @@ class Settings(BaseSettings):
                 raise ValueError("BASTION_AUDIT_SIGNING_KEY (base64 of a random 32-byte Ed25519 seed) is required "
                                  "in production mode")
         return self
+
+    def _refuse_unshared_cluster(self) -> None:
+        """Cluster mode (`BASTION_REDIS_URL`): every gateway must share the database and the keys."""
+        if self.database_url.startswith("sqlite"):
+            raise ValueError("cluster mode (BASTION_REDIS_URL) needs BASTION_DATABASE_URL pointing at the PostgreSQL "
+                             "server every gateway shares")
+        if self.audit_signing_key is None:
+            raise ValueError("cluster mode (BASTION_REDIS_URL) needs BASTION_AUDIT_SIGNING_KEY, the same on every "
+                             "gateway: they sign checkpoints of one audit chain")
+        if self.redaction_key is None:
+            raise ValueError("cluster mode (BASTION_REDIS_URL) needs BASTION_REDACTION_KEY (base64 of 32 random "
+                             "bytes), the same on every gateway: it masks redacted values and seals idempotent "
+                             "answers")
+
+    @property
+    def cluster(self) -> bool:
+        """True when gateways share state through Redis (`BASTION_REDIS_URL`)."""
+        return bool(self.redis_url)
 
     @cached_property
     def checkpoint_path(self) -> Path:

@@ -1,5 +1,6 @@
 """Files a gateway keeps in its data directory: the redaction key, the detector checkpoint, the novelty memory."""
 
+import base64
 import secrets
 from pathlib import Path
 
@@ -14,8 +15,14 @@ NOVELTY_FILE = "detector-novelty.bin"
 REDACTION_KEY_FILE = "redaction.key"
 
 
-def redaction_key(data_dir: Path) -> bytes:
-    """The key that masks redacted values and seals idempotent answers; made (0600) on first use."""
+def redaction_key(data_dir: Path, configured: str | None = None) -> bytes:
+    """The key that masks redacted values and seals idempotent answers: `configured` (base64, as
+    `BASTION_REDACTION_KEY` gives it, shared by a cluster's gateways), else a file made (0600) on first use."""
+    if configured:
+        key = base64.b64decode(configured, validate=True)
+        if len(key) < 32:
+            raise ValueError("BASTION_REDACTION_KEY must be base64 of at least 32 random bytes")
+        return key
     path = data_dir / REDACTION_KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from bastion.policy.backends import wire
 from bastion.policy.backends.evaluator_process import EvaluatorFailure, EvaluatorProcess, EvaluatorRefused
+from bastion.policy.backends.runtimes import ContainedEngine
 from bastion.policy.backends.supervised import ACTIVE, PolicySlot, check_policy, policy_slot
 from bastion.policy.bundle import PolicyBundle
 from bastion.policy.decision import MalformedDecisionError, decision_from_document, engine_error
@@ -112,11 +113,12 @@ class _Evaluator:
     """A throwaway evaluator holding the candidate once per revocations state it was asked about (at most
     `MAX_STATES`, least recently used unloaded first), restarted and reloaded if it crashes."""
 
-    def __init__(self, candidate: PolicyBundle, load_timeout_s: float) -> None:
+    def __init__(self, candidate: PolicyBundle, load_timeout_s: float, engine: ContainedEngine | None) -> None:
         self._candidate = candidate
         self._load_timeout_s = load_timeout_s
+        self._engine = engine
         self._slots: OrderedDict[str, PolicySlot] = OrderedDict()
-        self._process = EvaluatorProcess()
+        self._process = EvaluatorProcess(engine)
 
     def slot(self, revocations: Mapping[str, Any]) -> PolicySlot:
         """The loaded slot of the candidate with `revocations`."""
@@ -149,19 +151,19 @@ class _Evaluator:
 
     def _restart(self) -> None:
         self._process.kill()
-        self._process = EvaluatorProcess()
+        self._process = EvaluatorProcess(self._engine)
         for slot in self._slots.values():
             self._process.request(wire.LOAD, slot.load_request, self._load_timeout_s)
 
 
 def replay(candidate: PolicyBundle, revocations: Mapping[str, Any], recorded: Iterable[RecordedDecision],
-           budget_s: float = 1.0, load_timeout_s: float = 30.0) -> ImpactReport:
+           budget_s: float = 1.0, load_timeout_s: float = 30.0, engine: ContainedEngine | None = None) -> ImpactReport:
     """Decide every recorded input with `candidate`, under the revocations of its time and under today's
-    (`revocations`), in a throwaway evaluator."""
+    (`revocations`), in a throwaway evaluator of `engine` (default: OPA's when installed)."""
     current = policy_slot(ACTIVE, candidate, dict(revocations))
-    check_policy(current, load_timeout_s)
+    check_policy(current, load_timeout_s, engine)
     report = ImpactReport(revision=current.revision)
-    evaluator = _Evaluator(candidate, load_timeout_s)
+    evaluator = _Evaluator(candidate, load_timeout_s, engine)
     try:
         for item in recorded:
             document = json.dumps(item.input, ensure_ascii=False, separators=(",", ":"))

@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 import structlog
 
-from bastion.sandbox import halt
+from bastion.sandbox import halt, tool_files
 from bastion.sandbox.container import (
     OWNER_LABEL,
     PARENT_LABEL,
@@ -394,12 +394,16 @@ class DockerRuntime:
         limits = session.limits
         asked = request.timeout_s if "timeout_s" in request.model_fields_set else limits.timeout_s
         timeout = max(0.0, min(asked, limits.max_timeout_s))
-        frame = request.model_dump(mode="json")
+        frame = request.model_dump(mode="json", exclude={"files"})
         frame.update(
             timeout_s=timeout,
             max_output_bytes=max(0, min(request.max_output_bytes, limits.max_output_bytes)),
             stream=stream,
         )
+        if request.files:
+            directory = tool_files.install(session.sandbox.socket_dir, request.files)
+            frame.update(argv=tool_files.rewritten(request.argv, request.files, directory), tool_dir=directory,
+                         verify=tool_files.digests(request.files, directory))
         return session, frame, timeout
 
     @contextlib.asynccontextmanager

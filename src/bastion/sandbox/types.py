@@ -51,6 +51,9 @@ class RunRequest(BaseModel):
     own workspace); None runs in the session's own container."""
     call_id: str | None = None
     """The gateway call this exec runs for: egress from its process tree is attributed to it, and only to it."""
+    files: dict[str, str] = Field(default_factory=dict)
+    """Files the exec needs (relative path: content), installed read-only outside the workspace under
+    `$BASTION_TOOL_DIR` and checked by digest right before it runs; an argv element naming one becomes its path."""
 
 
 class RunChunk(BaseModel):

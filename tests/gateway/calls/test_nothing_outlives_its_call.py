@@ -129,6 +129,34 @@ def test_a_nohup_background_process_dies_with_its_call(
     assert_gone(http, agent, session_id, marker, "nohup.beat")
 
 
+def test_a_detached_process_whose_main_thread_exited_dies_with_its_call(
+    http: httpx.Client, agent_session: tuple[Agent, str]
+) -> None:
+    """A zombie thread-group leader whose other threads still run is alive, and is killed."""
+    agent, session_id = agent_session
+    marker = f"beat-{uuid.uuid4().hex[:8]}"
+    threaded = ("import ctypes, threading\n"
+                "def beat():\n"
+                + "\n".join("    " + line for line in heartbeat(marker, "thread.beat").splitlines()) + "\n"
+                "threading.Thread(target=beat).start()\n"
+                "while not os.path.exists('/workspace/thread.beat'):\n"
+                "    time.sleep(0.01)\n"
+                "ctypes.CDLL(None).pthread_exit(None)\n")
+    code = ("import os, sys, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            + "\n".join("        " + line for line in threaded.splitlines()) + "\n"
+            "    os._exit(0)\n"
+            "while not os.path.exists('/workspace/thread.beat'):\n"
+            "    time.sleep(0.01)\n"
+            "time.sleep(0.2)\n")
+    body = call(http, agent, session_id, "python.run", code=code)
+    assert body["result"]["exit_code"] == 0
+    assert body["result"]["killed_processes"] == 1
+    assert_gone(http, agent, session_id, marker, "thread.beat")
+
+
 def test_processes_a_call_detached_die_when_its_client_abandons_it(
     http: httpx.Client, agent_session: tuple[Agent, str], running_gateway: RunningGateway
 ) -> None:

@@ -17,6 +17,7 @@ from bastion.gateway.db.tables import SandboxSession
 from bastion.gateway.sessions.caps import Holdings
 from bastion.gateway.sessions.store import SessionStore
 from bastion.policy.bundle import default_bundle_dir
+from bastion.policy.validation import data_errors
 from tests.support.gateways import Agent, RunningGateway, gateway_settings, serve_gateway, tempfile_short
 
 
@@ -31,7 +32,7 @@ def _bundle_with_caps(caps: dict) -> Path:
     return policy_dir
 
 
-def test_live_sessions_are_counted_per_agent_and_tenant_in_the_database(engine: Engine) -> None:
+def test_active_sessions_are_counted_per_agent_and_tenant_in_the_database(engine: Engine) -> None:
     principals, store = PrincipalStore(engine), SessionStore(engine)
     agent, _ = principals.create_agent("a", ["developer"], {}, "acme")
     colleague, _ = principals.create_agent("b", ["developer"], {}, "acme")
@@ -42,7 +43,17 @@ def test_live_sessions_are_counted_per_agent_and_tenant_in_the_database(engine: 
         store.insert(SandboxSession(id=f"ses_{number}", agent_id=owner, status=status,
                                     limits={"memory_mb": memory_mb, "cpus": 1.0, "pids": 128}))
     held, of_tenant, live = store.holdings(agent.id, "acme")
-    assert (held, of_tenant, sorted(live)) == (Holdings(2, 384), Holdings(3, 448), ["ses_0", "ses_1"])
+    assert (held, of_tenant, live) == (Holdings(1, 256), Holdings(2, 320), ["ses_0"])
+
+
+def test_a_bundle_with_malformed_session_caps_is_refused_on_upload() -> None:
+    def errors(caps: object) -> list[str]:
+        return [error.message for error in data_errors({"bastion": {"config": {"session_caps": caps}}})]
+
+    assert errors({"per_agent": 4, "memory_mb_per_tenant": None, "by_tenant": {"acme": {"per_tenant": 9}}}) == []
+    assert any("per_agent" in message for message in errors({"per_agent": 0}))
+    assert any("memory_mb_per_agent" in message for message in errors({"memory_mb_per_agent": "lots"}))
+    assert any("acme" in message for message in errors({"by_tenant": {"acme": {"per_agnet": 3}}}))
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,8 @@ ECHO_TOOL = {
     "risk": "low",
 }
 STAMP_SCRIPT = """import os, sys
-print(open("/opt/tool/marker.txt").read().strip(), sys.argv[1], sorted(os.listdir("/workspace/tools")))
+tool_dir = os.environ["BASTION_TOOL_DIR"]
+print(open("/opt/tool/marker.txt").read().strip(), sys.argv[1], sorted(os.listdir(tool_dir + "/tools")))
 """
 INJECTIONS = ["; rm -rf /", "$(id)", "`id`", "a' || touch /workspace/pwned #", "x\ny && id", "--amount=0"]
 
@@ -167,7 +168,7 @@ def test_injection_attempts_arrive_as_literal_argv(client: httpx.Client, registe
         printed = json.loads(response.json()["result"]["stdout"])
         assert printed == {"argv": ["--to", attempt, "--amount", "12.5", "--memo=none"], "cwd": "/workspace"}
         listing = _call(client, agent, sid, "fs.list", {"path": "."})
-        assert sorted(e["name"] for e in listing.json()["result"]["data"]["entries"]) == ["tools"]
+        assert [e["name"] for e in listing.json()["result"]["data"]["entries"]] == []  # tool files live elsewhere
 
 
 def test_args_json_and_non_string_values_are_json_encoded(client: httpx.Client, registered: dict[str, dict],
@@ -241,14 +242,50 @@ def test_reregistering_bumps_the_version_and_keeps_the_history(client: httpx.Cli
     assert client.get("/v1/tools/util.echo_args/versions", headers=agent).status_code == 403
 
 
-def test_tool_files_are_rewritten_before_each_call(client: httpx.Client, registered: dict[str, dict],
-                                                   tools_gateway: RunningGateway) -> None:
+RACER = """import os
+os.makedirs("tools", exist_ok=True)
+while True:
+    with open("tools/.pay.py", "w") as swapped:
+        swapped.write('print("agent code")')
+    os.replace("tools/.pay.py", "tools/pay.py")
+"""
+OVERWRITE = """import glob
+for path in glob.glob("/run/bastion/tools/*/tools/pay.py"):
+    try:
+        open(path, "w").write("print('agent code')")
+        print("written")
+    except OSError as exc:
+        print(type(exc).__name__)
+"""
+
+
+def test_tool_files_are_out_of_the_agents_reach(client: httpx.Client, registered: dict[str, dict],
+                                               tools_gateway: RunningGateway) -> None:
     agent = _agent(client, tools_gateway, "payments", "developer")
     sid = _session(client, agent)
     tampered = _call(client, agent, sid, "fs.write", {"path": "tools/pay.py", "content": "print('tampered')"})
     assert tampered.status_code == 200
     paid = _call(client, agent, sid, "billing.send_money", {"recipient": "bob", "amount": 3})
     assert json.loads(paid.json()["result"]["stdout"])["argv"][:2] == ["--to", "bob"]
+    refused = _call(client, agent, sid, "python.run", {"code": OVERWRITE}).json()["result"]["stdout"].split()
+    assert refused and set(refused) <= {"OSError", "PermissionError"}, refused
+
+
+def test_a_racing_writer_in_the_workspace_cannot_swap_a_tools_files(client: httpx.Client,
+                                                                   registered: dict[str, dict],
+                                                                   tools_gateway: RunningGateway) -> None:
+    """A detached loop rewriting `tools/pay.py` as fast as it can never gets its code run under the tool's name."""
+    agent = _agent(client, tools_gateway, "payments", "developer")
+    sid = _session(client, agent)
+    assert _call(client, agent, sid, "fs.write", {"path": "race.py", "content": RACER}).status_code == 200
+    launch = ("import subprocess, sys\nsubprocess.Popen([sys.executable, 'race.py'], start_new_session=True,"
+              " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n")
+    assert _call(client, agent, sid, "python.run", {"code": launch}).status_code == 200
+    swapped = _call(client, agent, sid, "shell.run", {"command": "sleep 0.3; cat tools/pay.py"})
+    assert swapped.json()["result"]["stdout"] == 'print("agent code")', swapped.text
+    outputs = [_call(client, agent, sid, "billing.send_money", {"recipient": "bob", "amount": n}).json()["result"]
+               ["stdout"] for n in range(1, 21)]
+    assert all(out.startswith("{") and json.loads(out)["argv"][:2] == ["--to", "bob"] for out in outputs), outputs
 
 
 @pytest.mark.parametrize("change, kind, text", [

@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from bastion.gateway.api.problems import Problem, as_problem
@@ -32,10 +32,23 @@ class CallStream:
         """Output arrived."""
         self._queue.put_nowait({"type": "chunk", "stream": chunk.stream, "data": chunk.data})
 
-    async def open(self, call: asyncio.Task[CallOutcome]) -> None:
-        """Wait until the call started; a refusal before that (denied, invalid, limited) is raised here."""
+    async def open(self, call: asyncio.Task[CallOutcome], client_left: Coroutine[Any, Any, None]) -> None:
+        """Wait until the call started; a refusal before that (denied, invalid, limited) is raised here. When
+        `client_left` completes first (the client went away), the call is cancelled: nothing runs for nobody."""
         call.add_done_callback(lambda _task: self._queue.put_nowait(None))
-        self._first = await self._queue.get()
+        first = asyncio.ensure_future(self._queue.get())
+        gone = asyncio.ensure_future(client_left)
+        try:
+            await asyncio.wait({first, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not first.done():
+            first.cancel()
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            raise Problem(400, "client-gone", "Client went away",
+                          "The client closed the connection before the call started; it was cancelled.")
+        self._first = first.result()
         if self._first is None:
             call.result()
             raise Problem(500, "internal-error", "Internal error", "The call ended before it started.")

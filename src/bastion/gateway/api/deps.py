@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.api.problems import Problem
+from bastion.gateway.errors import GatewayError
 from bastion.gateway.gateway import Gateway
 from bastion.gateway.operators.roles import CAPABILITY_TITLES, may, required_capability
 from bastion.gateway.operators.store import OPERATOR_KEY_PREFIX, OperatorStore
@@ -121,10 +122,16 @@ async def get_agent_session(session_id: str, request: Request) -> AgentSession:
     """The caller's own session named in the path, or 404 (other agents' sessions are not revealed). The agent is
     authenticated here rather than through `CurrentAgent`: each level of dependencies costs a tool call ~15 µs."""
     agent = agent_only(await get_principal(request))
-    session = await gateway_of(request).sessions.get(session_id)
+    sessions = gateway_of(request).sessions
+    session = await sessions.get(session_id)
     if session is None or session.agent_id != agent.id:
         raise Problem(404, "unknown-session", "Unknown session",
                       f"No session {session_id!r} belongs to this agent. Create one with POST /v1/sessions.")
+    if session.gateway_id != sessions.gateway_id and session.status in {"starting", "active"}:
+        raise GatewayError("session-elsewhere", "Session runs on another gateway",
+                           f"Session {session_id} runs on gateway {session.gateway_id!r}, where its container is; "
+                           f"this is gateway {sessions.gateway_id!r}. Send this session's requests to that gateway "
+                           "(route by session id).", gateway_id=session.gateway_id)
     structlog.contextvars.bind_contextvars(session_id=session_id)
     return AgentSession(agent, session)
 

@@ -21,6 +21,7 @@ from bastion.gateway.calls.egress import EgressGrants
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.obligations import unmet
 from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.cluster.link import ClusterLink
 from bastion.gateway.detection.barrier import DetectionBarrier
 from bastion.gateway.detection.feed import DetectorFeed
 from bastion.gateway.detection.risk import RiskBoard
@@ -116,6 +117,7 @@ class CallPipeline:
     feed: DetectorFeed
     on_verdict: Callable[[Verdict], Awaitable[bool]]
     metrics: GatewayMetrics
+    cluster: ClusterLink
     provenance_action: Action = "revoke_session"
     in_flight: int = field(default=0, init=False)
 
@@ -160,7 +162,10 @@ class CallPipeline:
                                f"Arguments for {tool.name} do not match its schema: "
                                + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                                errors=errors, tool=tool.name)
-        self.limiter.take(principal.id, tool.name)
+        refusal = self.cluster.refusal()
+        if refusal is not None:
+            raise refusal
+        await self.limiter.acquire(principal.id, tool.name)
         call_id = new_id("call")
         structlog.contextvars.bind_contextvars(call_id=call_id)
         with self.metrics.stage("detector_wait"):
@@ -203,13 +208,22 @@ class CallPipeline:
         self.metrics.decided(decision.allow, bool(revoked))
         redacted_input, redacted_decision, secrets = self.redactor.redact_decision(
             decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
-        await self._append(AuditEntry(
-            kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
-            tool=tool.name, allow=decision.allow, reasons=redacted_decision["reasons"], path=DECISION_PATH,
-            input=redacted_input, result=redacted_decision, policy_revision=decision.revision,
-            risk=decision_input.context.risk,
-            metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
-        ), call_id, committed=decision.allow)
+        try:
+            await self._append(AuditEntry(
+                kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
+                tool=tool.name, allow=decision.allow, reasons=redacted_decision["reasons"], path=DECISION_PATH,
+                input=redacted_input, result=redacted_decision, policy_revision=decision.revision,
+                risk=decision_input.context.risk,
+                metrics={"timer_bastion_decide_ns": decide_ns, **self.feed.metrics(features)},
+            ), call_id, committed=decision.allow)
+        except asyncio.CancelledError:
+            if decision.allow:
+                await asyncio.shield(self._append(AuditEntry(
+                    kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id,
+                    session_id=session.id, tool=tool.name, allow=True,
+                    reasons=["cancelled before it ran: the client went away"],
+                    result={"error": "cancelled", "duration_ms": 0.0}, policy_revision=decision.revision), call_id))
+            raise
         self.facts.record(principal.id, session.id, tool.name, decision.allow, redacted_input.get("args") or {})
         try:
             await self.shadow.record_shadow(call_id, principal.id, tool.name, decision_input, decision)
@@ -247,14 +261,14 @@ class CallPipeline:
         if obligations.limits is not None and obligations.limits.max_output_bytes is not None:
             output_cap = min(output_cap, obligations.limits.max_output_bytes)
         request = tool.to_request(args, self._timeout(args, decision, tool), output_cap)
-        request.call_id = call_id
+        request.call_id, request.files = call_id, dict(tool.files)
         if observer is not None:
             await observer.started(call_id, decision)
         started = time.perf_counter()
         try:
             with (self.egress.granted(session.id, call_id, principal.id, tool.name, obligations.egress, tool.egress),
                   self.metrics.stage("sandbox")):
-                result = await self._run(session.id, tool, request, observer)
+                result = await self._run(session.id, request, observer)
         except asyncio.CancelledError:
             await asyncio.shield(self._append(AuditEntry(
                 kind="result", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=session.id,
@@ -351,12 +365,7 @@ class CallPipeline:
                                     rates=rates),
         )
 
-    async def _run(self, session_id: str, tool: Tool, request: RunRequest, observer: CallObserver | None) -> RunResult:
-        for path, content in tool.files.items():
-            written = await self.sandbox.run(session_id, RunRequest(op="write", path=path, content=content,
-                                                                    image=tool.image))
-            if written.exit_code != 0:
-                raise SandboxError(f"could not write tool file {path!r}: {written.stderr.strip()}")
+    async def _run(self, session_id: str, request: RunRequest, observer: CallObserver | None) -> RunResult:
         if observer is None:
             return await self.sandbox.run(session_id, request)
         async for item in self.sandbox.run_stream(session_id, request):

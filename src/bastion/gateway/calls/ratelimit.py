@@ -47,6 +47,10 @@ class RateLimiter:
         self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self._takes = 0
 
+    async def acquire(self, agent_id: str, tool: str | None = None) -> None:
+        """`take`, as every rate limiter offers it (a cluster's limiter asks Redis)."""
+        self.take(agent_id, tool)
+
     def take(self, agent_id: str, tool: str | None = None) -> None:
         """Take one token for the agent (and for the tool, when it has a limit), or raise GatewayError
         (rate-limited)."""

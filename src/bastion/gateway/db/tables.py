@@ -45,6 +45,8 @@ class SandboxSession(SQLModel, table=True):
     status_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
+    gateway_id: str | None = Field(default=None, max_length=128, index=True)
+    """The gateway that runs the session's container (cluster mode; None: a single gateway)."""
 
 
 class AuditRecord(SQLModel, table=True):

@@ -157,7 +157,9 @@ class PolicyControl:
         changes apart from those of revocations made or lifted since."""
         bundle = await self._bundle(version or None)
         recorded = await asyncio.to_thread(self._recorded, limit)
-        return await asyncio.to_thread(replay, bundle, self._policy.revocations, recorded, self._replay_budget_s)
+        engine = self._policy.engine if isinstance(self._policy, SupervisedRegoEngine) else None
+        return await asyncio.to_thread(replay, bundle, self._policy.revocations, recorded, self._replay_budget_s,
+                                       engine=engine)
 
     def _recorded(self, limit: int) -> list[RecordedDecision]:
         decisions = self.store.recent_decisions(limit)

@@ -4,14 +4,17 @@ and kills, and the policy engine's data in the background."""
 import asyncio
 import copy
 import json
+import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from bastion.detector.types import Verdict
 from bastion.gateway.audit import AuditEntry, AuditLog
+from bastion.gateway.cluster.link import ClusterLink, Message, SingleGateway
 from bastion.gateway.db.tables import Revocation
 from bastion.gateway.detection.controls import DetectorControls
 from bastion.gateway.detection.risk import RiskBoard
@@ -26,6 +29,9 @@ log = structlog.get_logger()
 
 PUSH_DELAY_S = 0.25
 VERDICT_SCOPES = {"revoke_tool": "tool", "revoke_session": "session", "revoke_agent": "agent"}
+REMOTE_GRACE_S = 60.0
+"""How long a revocation heard from another gateway stays in force here before its row is in the database (a
+detector's revocation is broadcast before it is committed); a resync keeps it meanwhile."""
 
 
 @dataclass
@@ -45,11 +51,12 @@ class RevocationRequest:
 
 class Enforcer:
     """Revokes, lifts and applies the detector's graded responses; the only place that turns a decision to
-    restrain an agent into effects, and writes each one to the audit log."""
+    restrain an agent into effects, and writes each one to the audit log. In a cluster it broadcasts each revocation
+    and lift to the other gateways through `cluster`, applies theirs, and resyncs from the database."""
 
     def __init__(self, revocations: RevocationStore, sessions: SessionStore, policy: PolicyEngine,
                  sandbox: SandboxRuntime, audit: AuditLog, controls: DetectorControls, risk: RiskBoard,
-                 metrics: GatewayMetrics) -> None:
+                 metrics: GatewayMetrics, cluster: ClusterLink | None = None) -> None:
         self._revocations = revocations
         self._sessions = sessions
         self._policy = policy
@@ -58,6 +65,9 @@ class Enforcer:
         self.controls = controls
         self.risk = risk
         self._metrics = metrics
+        self._cluster = cluster or SingleGateway()
+        self._unrecorded: dict[str, Revocation] = {}
+        self._heard: dict[str, tuple[Revocation, float]] = {}
         self._data: dict[str, Any] = {"agents": {}, "sessions": {}, "tools": {}}
         self._data_lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
@@ -88,12 +98,20 @@ class Enforcer:
                          source=request.source, score=request.score, created_by=request.created_by)
         self._add_to_data(row)
         self._metrics.revocations.labels(row.scope, row.source).inc()
+        self._unrecorded[row.id] = row
+        self._cluster.publish({"op": "revoke", "revocation": _wire(row)})
         for session_id in self._local_targets(request):
             self._sandbox.halt(session_id)
         return row
 
     async def _record(self, row: Revocation, request: RevocationRequest) -> None:
         """Make an in-force revocation durable (row, audit record, session ends) and schedule the rest."""
+        try:
+            await self._record_durably(row, request)
+        finally:
+            self._unrecorded.pop(row.id, None)
+
+    async def _record_durably(self, row: Revocation, request: RevocationRequest) -> None:
         targets = await self._sessions_to_kill(request)
         entry = AuditEntry(
             kind="revocation", call_id=request.call_id, agent_id=request.agent_id, session_id=request.session_id,
@@ -214,6 +232,7 @@ class Enforcer:
         if row is None:
             return None
         self._remove_from_data(row)
+        self._cluster.publish({"op": "lift", "revocation": _wire(row)})
         await self._push()
         self.risk.clear(row.agent_id)
         await self._audit.append_async([AuditEntry(
@@ -222,6 +241,60 @@ class Enforcer:
             result={"revocation_id": row.id, "lifted_by": lifted_by},
         )])
         return row
+
+    async def apply_remote(self, message: Message) -> None:
+        """Apply another gateway's broadcast: a revocation is in force here at once (the affected sessions this
+        gateway runs are killed), a lift ends here too."""
+        row = _unwire(message["revocation"])
+        if message.get("op") == "lift":
+            self._heard.pop(row.id, None)
+            self._remove_from_data(row)
+            self.risk.clear(row.agent_id)
+            self._push_soon()
+            return
+        if self._holds(row):
+            return
+        self._heard[row.id] = (row, time.monotonic())
+        self._add_to_data(row)
+        self._kill_local(self._local_sessions(row))
+        self._push_soon()
+
+    async def resync(self) -> None:
+        """Replace the revocations in force by the database's, keeping those made here or heard from other gateways
+        whose rows are not committed yet; sessions this gateway runs that are newly revoked are killed."""
+        rows = await asyncio.to_thread(self._revocations.list, True)
+        stored = {row.id for row in rows}
+        now = time.monotonic()
+        self._heard = {key: (row, at) for key, (row, at) in self._heard.items()
+                       if key not in stored and now - at < REMOTE_GRACE_S}
+        kept = [*self._unrecorded.values(), *(row for row, _ in self._heard.values())]
+        before = self._data
+        self._data = {"agents": {}, "sessions": {}, "tools": {}}
+        for row in [*rows, *kept]:
+            self._add_to_data(row)
+        newly = [row for row in [*rows, *kept] if not _held_in(before, row)]
+        if newly:
+            log.warning("resync found revocations this gateway had not heard of", revocations=[r.id for r in newly])
+            for row in newly:
+                self._kill_local(self._local_sessions(row))
+        self._push_soon()
+
+    def _holds(self, row: Revocation) -> bool:
+        """True when this exact revocation is already in force here."""
+        return _held_in(self._data, row)
+
+    def _local_sessions(self, row: Revocation) -> list[str]:
+        """The sessions this gateway runs that `row` revokes."""
+        if row.scope == "agent":
+            return self._sessions.live_ids(row.agent_id)
+        return [row.session_id] if row.scope == "session" and row.session_id else []
+
+    def _kill_local(self, session_ids: list[str]) -> None:
+        """Kill every process of these sessions now and remove their containers in the background."""
+        for session_id in session_ids:
+            self._sandbox.halt(session_id)
+        if session_ids:
+            self._later(self._remove_containers(session_ids))
 
     def observe(self, verdicts: list[Verdict]) -> None:
         """Every verdict's risk becomes its agent's latest risk (`context.risk`), in enforce mode and unsuppressed."""
@@ -277,3 +350,26 @@ class Enforcer:
             await asyncio.gather(*records)
         except Exception:
             log.exception("recording a detector revocation failed; it is in force in this process")
+
+
+def _wire(row: Revocation) -> dict[str, Any]:
+    """A revocation as a cluster message carries it."""
+    return {"id": row.id, "scope": row.scope, "agent_id": row.agent_id, "session_id": row.session_id,
+            "tool": row.tool, "reason": row.reason, "source": row.source, "score": row.score,
+            "created_by": row.created_by, "created_at": row.created_at.isoformat()}
+
+
+def _unwire(fields: dict[str, Any]) -> Revocation:
+    """The revocation a cluster message carries."""
+    return Revocation(**{**fields, "created_at": datetime.fromisoformat(fields["created_at"])})
+
+
+def _held_in(data: dict[str, Any], row: Revocation) -> bool:
+    """True when `data` (revocations in force, as policies see them) holds exactly `row`."""
+    if row.scope == "agent":
+        entry = data["agents"].get(row.agent_id)
+    elif row.scope == "session":
+        entry = data["sessions"].get(row.session_id or "")
+    else:
+        entry = data["tools"].get(row.agent_id, {}).get(row.tool or "")
+    return entry is not None and entry.get("id") == row.id

@@ -17,10 +17,14 @@ SHOWN_SESSIONS = 20
 
 @dataclass(frozen=True)
 class Holdings:
-    """What live sessions (starting or active) hold: how many, and their containers' memory limits."""
+    """What live sessions hold: how many, and their containers' memory limits."""
 
     sessions: int = 0
     memory_mb: float = 0.0
+
+    def plus(self, memory_mb: list[float]) -> "Holdings":
+        """These holdings and sessions of `memory_mb` each."""
+        return Holdings(self.sessions + len(memory_mb), self.memory_mb + sum(memory_mb))
 
 
 @dataclass(frozen=True)

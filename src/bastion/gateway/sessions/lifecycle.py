@@ -10,6 +10,7 @@ from bastion.gateway.agents.principals import PrincipalView
 from bastion.gateway.audit import AuditEntry, AuditLog
 from bastion.gateway.calls.facts import CallFacts
 from bastion.gateway.calls.ratelimit import RateLimiter
+from bastion.gateway.cluster.link import ClusterLink
 from bastion.gateway.db.tables import SandboxSession
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.keys import new_id
@@ -51,7 +52,8 @@ class SessionLifecycle:
     def __init__(self, sessions: SessionStore, sandbox: SandboxRuntime, audit: AuditLog, revocations: RevocationStore,
                  enforcer: Enforcer, limiter: RateLimiter, facts: CallFacts, limits: SandboxLimits,
                  default_runtime: str, forget: Callable[[str], None],
-                 opened: Callable[[str, SessionTrust], None], admission: SessionAdmission) -> None:
+                 opened: Callable[[str, SessionTrust], None], admission: SessionAdmission,
+                 cluster: ClusterLink) -> None:
         self._sessions = sessions
         self._sandbox = sandbox
         self._audit = audit
@@ -65,7 +67,9 @@ class SessionLifecycle:
         self._opened = opened
         self._admission = admission
         self._admitting = asyncio.Lock()
-        self._reserved_mb = 0.0
+        self._starting: dict[str, tuple[PrincipalView, float]] = {}
+        self._launching_mb: dict[str, float] = {}
+        self._cluster = cluster
 
     async def create(self, agent: PrincipalView, labels: dict[str, str], runtime: str | None = None,
                      limits: dict[str, float] | None = None, trust: SessionTrust | None = None) -> LiveSession:
@@ -73,7 +77,10 @@ class SessionLifecycle:
 
         `runtime` picks the tier (default `BASTION_SANDBOX_RUNTIME`); `limits` may tighten the container's
         `memory_mb`, `cpus` and `pids` below the gateway's, never loosen them; `trust` is what the user declared."""
-        self._limiter.take(agent.id)
+        refusal = self._cluster.refusal()
+        if refusal is not None:
+            raise refusal
+        await self._limiter.acquire(agent.id)
         tier = runtime or self._default_runtime
         offered = self._sandbox.runtimes
         if tier not in offered:
@@ -92,21 +99,26 @@ class SessionLifecycle:
         async with self._admitting:
             await self._admit(agent, memory_mb)
             live = await asyncio.to_thread(self._sessions.insert, row)
-            self._reserved_mb += memory_mb
+            self._starting[row.id] = (agent, memory_mb)
+            self._launching_mb[row.id] = memory_mb
         self._facts.started(row.id)
         spec = SessionSpec(session_id=row.id, agent_id=agent.id, runtime=tier,
                            limits=self._limits.model_copy(update=container_limits),
                            labels={f"bastion.label.{k}": v for k, v in labels.items()})
         try:
-            container_id = await self._sandbox.create(spec)
+            try:
+                container_id = await self._sandbox.create(spec)
+            finally:
+                del self._launching_mb[row.id]
+            async with self._admitting:
+                await asyncio.to_thread(self._sessions.update, row.id, status="active", container_id=container_id)
         except SandboxError as exc:
             await asyncio.to_thread(self._sessions.end, row.id, "failed", str(exc))
             raise GatewayError("sandbox-unavailable", "Sandbox unavailable",
                                f"The session's container could not be started: {exc}. Check the Docker engine "
                                "(GET /readyz) and retry.") from exc
         finally:
-            self._reserved_mb -= memory_mb
-        await asyncio.to_thread(self._sessions.update, row.id, status="active", container_id=container_id)
+            self._starting.pop(row.id, None)
         trust = trust or SessionTrust()
         self._opened(row.id, trust)
         await asyncio.to_thread(self._audit.append, [AuditEntry(
@@ -116,11 +128,16 @@ class SessionLifecycle:
         return live
 
     async def _admit(self, agent: PrincipalView, memory_mb: float) -> None:
-        """Refuse a session past the agent's or tenant's caps (429) or the gateway's memory ceiling (503)."""
+        """Refuse a session past the agent's or tenant's caps (429) or the gateway's memory ceiling (503): active
+        sessions count from the database and the sandbox runtime, the ones this gateway is starting from memory."""
         caps = self._admission.caps.overridden(self._admission.policy_config(), agent.tenant)
         held, of_tenant, live_ids = await asyncio.to_thread(self._sessions.holdings, agent.id, agent.tenant)
-        caps.check(agent.id, agent.tenant, memory_mb, held, of_tenant, live_ids)
-        self._admission.ceiling().check(self._sandbox.memory_in_use_mb + self._reserved_mb, memory_mb)
+        starting = list(self._starting.items())
+        mine = [(session_id, memory) for session_id, (owner, memory) in starting if owner.id == agent.id]
+        held = held.plus([memory for _, memory in mine])
+        of_tenant = of_tenant.plus([memory for _, (owner, memory) in starting if owner.tenant == agent.tenant])
+        caps.check(agent.id, agent.tenant, memory_mb, held, of_tenant, [*live_ids, *(sid for sid, _ in mine)])
+        self._admission.ceiling().check(self._sandbox.memory_in_use_mb + sum(self._launching_mb.values()), memory_mb)
 
     def _container_limits(self, asked: dict[str, float]) -> dict[str, float]:
         """The session container's memory, CPU and process limits: the gateway's, tightened where asked."""

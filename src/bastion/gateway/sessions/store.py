@@ -12,8 +12,6 @@ from bastion.gateway.db.tables import Principal, SandboxSession, utcnow
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.sessions.caps import Holdings
 
-LIVE_STATUSES = ("starting", "active")
-
 
 @dataclass
 class LiveSession:
@@ -28,13 +26,14 @@ class LiveSession:
     container_id: str | None = None
     runtime: str = "runc"
     limits: dict[str, float] = field(default_factory=dict)
+    gateway_id: str | None = None
 
     @classmethod
     def of(cls, row: SandboxSession) -> "LiveSession":
         """Build from a table row."""
         return cls(id=row.id, agent_id=row.agent_id, started_at=row.created_at, status=row.status,
                    labels=dict(row.labels), call_count=row.call_count, container_id=row.container_id,
-                   runtime=row.runtime, limits=dict(row.limits))
+                   runtime=row.runtime, limits=dict(row.limits), gateway_id=row.gateway_id)
 
     def ensure_open(self, remedy: str) -> None:
         """Refuse (session-ended) a session that ended or failed; `remedy` says how to get a new one."""
@@ -43,14 +42,17 @@ class LiveSession:
 
 
 class SessionStore:
-    """Reads and writes session rows and caches the sessions of this gateway."""
+    """Reads and writes session rows and caches the sessions of this gateway. In cluster mode `gateway_id` names
+    this gateway: its sessions carry it, and only they are failed when it restarts."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, gateway_id: str | None = None) -> None:
         self._engine = engine
+        self.gateway_id = gateway_id
         self._live: dict[str, LiveSession] = {}
 
     def insert(self, row: SandboxSession) -> LiveSession:
-        """Persist a new session row and start tracking it."""
+        """Persist a new session row (owned by this gateway) and start tracking it."""
+        row.gateway_id = self.gateway_id
         with Session(self._engine, expire_on_commit=False) as db:
             db.add(row)
             db.commit()
@@ -113,12 +115,12 @@ class SessionStore:
             return list(db.exec(query))
 
     def holdings(self, agent_id: str, tenant: str) -> tuple[Holdings, Holdings, list[str]]:
-        """What the live sessions of an agent and of its tenant hold (across every gateway on this database), and
+        """What the active sessions of an agent and of its tenant hold (across every gateway on this database), and
         the ids of the agent's."""
         with Session(self._engine) as db:
             rows = db.exec(select(SandboxSession.id, SandboxSession.agent_id, SandboxSession.limits)
                            .join(Principal, col(Principal.id) == col(SandboxSession.agent_id))
-                           .where(Principal.tenant == tenant, col(SandboxSession.status).in_(LIVE_STATUSES))).all()
+                           .where(Principal.tenant == tenant, col(SandboxSession.status) == "active")).all()
         own = [(session_id, limits) for session_id, owner, limits in rows if owner == agent_id]
         return (Holdings(len(own), sum(float(limits.get("memory_mb", 0)) for _, limits in own)),
                 Holdings(len(rows), sum(float(limits.get("memory_mb", 0)) for _, _, limits in rows)),
@@ -129,9 +131,18 @@ class SessionStore:
         return [live.id for live in list(self._live.values())
                 if live.agent_id == agent_id and live.status in {"starting", "active"}]
 
+    def owned_active_ids(self) -> list[str]:
+        """Ids of the active sessions this gateway owns (every active one for a single gateway)."""
+        if self.gateway_id is None:
+            return self.active_ids()
+        with Session(self._engine) as db:
+            return list(db.exec(select(SandboxSession.id).where(SandboxSession.status == "active",
+                                                                SandboxSession.gateway_id == self.gateway_id)))
+
     def fail_all_active(self, reason: str) -> list[str]:
-        """Mark every active session failed (used at start, when their containers were reaped)."""
-        ids = self.active_ids()
+        """Mark every active session this gateway owns failed (used at start and stop, when their containers were
+        reaped)."""
+        ids = self.owned_active_ids()
         for session_id in ids:
             self.end(session_id, "failed", reason)
         return ids

@@ -35,10 +35,13 @@ class OpaDocument:
     origins: tuple[Origin, ...]
 
     def locate(self, row: int) -> tuple[str, int]:
-        """The (file, line) a document row came from."""
+        """The (file, line) a document row came from; a row past the end (OPA's `unexpected eof`) is the last
+        module's."""
         for origin in self.origins:
             if origin.first_line <= row < origin.first_line + origin.line_count:
                 return origin.file, row - origin.first_line + 1
+        if self.origins and row >= self.origins[-1].first_line:
+            return self.origins[-1].file, row - self.origins[-1].first_line + 1
         return self.origins[0].file if self.origins else self.package, row
 
 

@@ -13,6 +13,7 @@ starts one), so a destination granted to one call is never reached by another pr
 import codecs
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import queue
@@ -136,7 +137,8 @@ def kill_group(pgid: int) -> None:
 
 
 def process_table(pids: list[int]) -> dict[int, tuple[int, bool]]:
-    """Those processes that still exist: pid -> (parent pid, still alive: not a zombie or dead)."""
+    """Those processes that still exist: pid -> (parent pid, still alive: not a zombie or dead, or a zombie whose
+    other threads still run, as after the main thread's pthread_exit)."""
     table: dict[int, tuple[int, bool]] = {}
     for pid in pids:
         try:
@@ -145,7 +147,7 @@ def process_table(pids: list[int]) -> dict[int, tuple[int, bool]]:
         except OSError:
             continue
         fields = line[line.rindex(b")") + 2 :].split()
-        table[pid] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x"))
+        table[pid] = (int(fields[1]), fields[0] not in (b"Z", b"X", b"x") or int(fields[17]) > 1)
     return table
 
 
@@ -384,6 +386,20 @@ def chunk_sender(link: "Link", request_id: object) -> Emit:
     return emit
 
 
+def changed_tool_file(verify: object) -> str | None:
+    """The first tool file (path: SHA-256) whose content is not what the gateway installed, read right before exec."""
+    if not isinstance(verify, dict):
+        return None
+    for path, digest in verify.items():
+        try:
+            with open(path, "rb") as file:
+                if hashlib.sha256(file.read()).hexdigest() != digest:
+                    return path
+        except OSError:
+            return path
+    return None
+
+
 def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
     """Run one process in /workspace in a new session; whatever it leaves behind dies with it."""
     argv = request.get("argv")
@@ -392,6 +408,11 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
     stdin_text = request.get("stdin")
     timeout = float(request.get("timeout_s", 10.0))
     cap = int(request.get("max_output_bytes", 65536))
+    changed = changed_tool_file(request.get("verify"))
+    if changed is not None:
+        return failure(126, f"{changed}: the tool file does not hold what was installed (digest mismatch); "
+                            "nothing was run")
+    tool_dir = request.get("tool_dir")
     oom_before = OOM_KILLS.read()
     started = time.monotonic()
     try:
@@ -401,7 +422,7 @@ def run_exec(request: Frame, emit: Emit | None = None) -> Frame:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=WORKSPACE,
-            env=CHILD_ENV,
+            env={**CHILD_ENV, "BASTION_TOOL_DIR": tool_dir} if isinstance(tool_dir, str) else CHILD_ENV,
             start_new_session=True,
         )
     except FileNotFoundError:

@@ -16,12 +16,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(gateway: GatewayDep) -> JSONResponse:
-    """Ready only when the policy engine, the database and the Docker engine answer and the detector judges every event;
-    also shows which policy engine decides (opa, regocpp or remote), the warm pool and the detector's scoring
-    failures."""
+    """Ready only when the policy engine, the database and the Docker engine answer, the detector judges every event
+    and (cluster mode) the bus is fresh; also shows which policy engine decides (opa, regocpp or remote), the warm
+    pool and the detector's scoring failures."""
     readiness = await gateway.readiness()
     checks = {"policy": readiness.policy, "database": readiness.database, "sandbox": readiness.sandbox,
               "detector": readiness.detector}
+    if gateway.settings.cluster:
+        checks["bus"] = readiness.bus
     ready, size = gateway.sandbox.pool
     worker = gateway.worker
     detector = {"scoring_failures": worker.failures, "unjudged_events": worker.unjudged,

@@ -233,6 +233,12 @@ async def stream_call(body: CallRequest, owned: OwnedSession, request: Request) 
     stream = CallStream(lambda outcome: CallResponse.of(outcome).model_dump(mode="json"))
     call = asyncio.create_task(pipeline.call(agent, session, body.tool, body.args,
                                              request_meta(request, "rest-stream"), observer=stream))
-    await stream.open(call)
+    await stream.open(call, _client_left(request))
     return StreamingResponse(stream.lines(call), media_type=NDJSON)
 
+
+
+async def _client_left(request: Request) -> None:
+    """Return once the client has closed the connection (its body was read already, so only that comes next)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

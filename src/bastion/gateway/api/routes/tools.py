@@ -52,9 +52,10 @@ class ToolCreate(BaseModel):
 
     `{field}` in a command element takes that argument (strings as is, other values JSON-encoded);
     `{args_json}` is the whole argument object; `{{` and `}}` are literal braces. No shell is involved.
-    `files` are written into the session workspace before every call of the tool. With `image`, the tool runs
-    in a companion container of the session made from that local image (same limits, runtime tier, seccomp
-    profile and hardening; its own workspace, where its `files` are written); the image must hold python3."""
+    `files` are installed read-only outside the workspace, in `$BASTION_TOOL_DIR` (an argv element naming one
+    becomes its path there), and checked by digest before every call. With `image`, the tool runs in a companion
+    container of the session made from that local image (same limits, runtime tier, seccomp profile and
+    hardening; its own workspace); the image must hold python3."""
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [_PAY_EXAMPLE]}}
 
