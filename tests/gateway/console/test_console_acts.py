@@ -77,3 +77,27 @@ def test_a_policy_author_edits_tests_and_shadows_a_version(running_gateway: Runn
     assert _last(http, running_gateway, "policy_shadow_started")["result"]["by"] == f"operator:{name}"
     assert client.post("/console/policy-shadow/stop", data={"csrf_token": csrf}).status_code == 303
     assert "Shadow report" not in client.get("/console/policy").text
+
+
+def test_a_responder_adds_and_lifts_a_suppression_and_labels_a_session(running_gateway: RunningGateway,
+                                                                       http: httpx.Client, make_agent) -> None:
+    name = _operator(http, running_gateway, "responder")
+    agent = make_agent("developer")
+    sid = http.post("/v1/sessions", headers=agent.headers).json()["session_id"]
+    client, csrf = sign_in(running_gateway, name=name, password=PASSWORD)
+    added = client.post("/console/suppressions", data={"csrf_token": csrf, "agent_id": agent.agent_id,
+                                                       "reason": "nightly export job", "expires_in_s": "3600"})
+    assert added.status_code == 303, added.text
+    suppressions = http.get("/v1/detector/suppressions", params={"active": "true"}, headers=running_gateway.admin)
+    mine = next(s for s in suppressions.json() if s["agent_id"] == agent.agent_id)
+    assert mine["created_by"] == f"operator:{name}" and mine["expires_at"]
+    bad = client.post("/console/suppressions", data={"csrf_token": csrf, "agent_id": agent.agent_id, "reason": ""})
+    assert bad.status_code == 422 and "reason" in bad.text
+    assert client.post(f"/console/suppressions/{mine['id']}/lift", data={"csrf_token": csrf}).status_code == 303
+    assert all(s["id"] != mine["id"] for s in http.get("/v1/detector/suppressions", params={"active": "true"},
+                                                         headers=running_gateway.admin).json())
+    labelled = client.post(f"/console/sessions/{sid}/annotate", data={"csrf_token": csrf, "label": "true_positive"})
+    assert labelled.status_code == 303
+    notes = http.get("/v1/detector/annotations", params={"agent_id": agent.agent_id}, headers=running_gateway.admin)
+    assert [(n["session_id"], n["label"], n["created_by"]) for n in notes.json()] == [
+        (sid, "true_positive", f"operator:{name}")]

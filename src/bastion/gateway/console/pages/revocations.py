@@ -88,6 +88,38 @@ async def annotate(revocation_id: str, request: Request, operator: ConsoleOperat
     return RedirectResponse(f"/console/revocations/{revocation_id}?notice=Annotated+{label}", status_code=303)
 
 
+@router.post("/suppressions", include_in_schema=False)
+async def add_suppression(request: Request, operator: ConsoleOperator) -> Response:
+    """Add a suppression through POST /v1/detector/suppressions (empty fields match anything)."""
+    form = await request.form()
+    fields = {name: str(form.get(name) or "").strip() or None for name in ("agent_id", "tool", "pattern", "reason")}
+    expires = str(form.get("expires_in_s") or "").strip()
+    gateway = gateway_of(request)
+
+    async def act() -> Any:
+        body = detector_api.SuppressionCreate.model_validate({**fields, "expires_in_s": expires or None})
+        return await detector_api.create_suppression(body, operator.principal, gateway)
+
+    row = await perform(operator, "POST", "/v1/detector/suppressions", act)
+    return RedirectResponse(f"/console/revocations?notice=Added+suppression+{row.id}", status_code=303)
+
+
+@router.post("/sessions/{session_id}/annotate", include_in_schema=False)
+async def annotate_session(session_id: str, request: Request, operator: ConsoleOperator,
+                           label: Annotated[str, Form()] = "",
+                           note: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Label a flagged session false or true positive through POST /v1/detector/annotations."""
+    gateway = gateway_of(request)
+
+    async def act() -> Any:
+        body = detector_api.SessionLabel.model_validate({"session_id": session_id, "label": label,
+                                                         "note": note or None})
+        return await detector_api.label_session(body, operator.principal, gateway)
+
+    await perform(operator, "POST", "/v1/detector/annotations", act)
+    return RedirectResponse(f"/console/revocations?notice=Annotated+session+{session_id}+{label}", status_code=303)
+
+
 @router.post("/suppressions/{suppression_id}/lift", include_in_schema=False)
 async def lift_suppression(suppression_id: str, request: Request, operator: ConsoleOperator) -> Response:
     """Lift a suppression through DELETE /v1/detector/suppressions/{suppression_id}."""
