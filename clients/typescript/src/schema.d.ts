@@ -96,9 +96,9 @@ export interface paths {
         };
         /**
          * Readyz
-         * @description Ready only when the policy engine, the database and the Docker engine answer and the detector judges every event;
-         *     also shows which policy engine decides (opa, regocpp or remote), the warm pool and the detector's scoring
-         *     failures.
+         * @description Ready only when the policy engine, the database and the Docker engine answer, the detector judges every event
+         *     and (cluster mode) the bus is fresh; also shows which policy engine decides (opa, regocpp or remote), the warm
+         *     pool and the detector's scoring failures.
          */
         get: operations["readyz_readyz_get"];
         put?: never;
@@ -2285,9 +2285,10 @@ export interface components {
          *
          *     `{field}` in a command element takes that argument (strings as is, other values JSON-encoded);
          *     `{args_json}` is the whole argument object; `{{` and `}}` are literal braces. No shell is involved.
-         *     `files` are written into the session workspace before every call of the tool. With `image`, the tool runs
-         *     in a companion container of the session made from that local image (same limits, runtime tier, seccomp
-         *     profile and hardening; its own workspace, where its `files` are written); the image must hold python3.
+         *     `files` are installed read-only outside the workspace, in `$BASTION_TOOL_DIR` (an argv element naming one
+         *     becomes its path there), and checked by digest before every call. With `image`, the tool runs in a companion
+         *     container of the session made from that local image (same limits, runtime tier, seccomp profile and
+         *     hardening; its own workspace); the image must hold python3.
          * @example {
          *       "command": [
          *         "python3",
