@@ -116,20 +116,24 @@ async def authorize_only(options: argparse.Namespace, data_dir: Path) -> None:
         async def send(index: int) -> None:
             principal, live = callers[index % len(callers)]
             call_id = new_id("call")
-            history, rates = await asyncio.to_thread(pipeline.facts.gather, live.id, principal.id, tool.name)
+            facts = pipeline.facts
+            history = facts.known_history(live.id)
+            if history is None:
+                history = await asyncio.to_thread(facts.load_history, live.id)
+            rates = facts.rates(principal.id, tool.name)
             decision_input = DecisionInput(
                 principal=Principal(id=principal.id, roles=list(principal.roles)),
                 session=SessionInfo(id=live.id, started_at=live.started_at.isoformat(), history=history),
                 tool=ToolInfo(name=tool.name, risk=tool.risk), args=ARGS,  # type: ignore[arg-type]
                 context=DecisionContext(time=datetime.now(UTC).isoformat(), rates=rates))
             decision = await asyncio.to_thread(gateway.policy.decide, decision_input)
-            redacted_input, redacted_decision = pipeline.redactor.redact_decision(
+            redacted_input, redacted_decision, _ = pipeline.redactor.redact_decision(
                 decision_input.model_dump(mode="json"), decision.model_dump(mode="json"))
             await gateway.audit.append_async([AuditEntry(
                 kind="decision", call_id=call_id, decision_id=call_id, agent_id=principal.id, session_id=live.id,
                 tool=tool.name, allow=decision.allow, reasons=redacted_decision["reasons"], path=DECISION_PATH,
                 input=redacted_input, result=redacted_decision, policy_revision=decision.revision)])
-            pipeline.facts.record(principal.id, tool.name, decision.allow)
+            facts.record(principal.id, live.id, tool.name, decision.allow, ARGS)
             assert not decision.allow
 
         clients = options.agents * options.concurrency
