@@ -166,3 +166,19 @@ def _one(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
     named = [span for span in spans if span.name == name]
     assert len(named) == 1, [span.name for span in spans]
     return named[0]
+
+
+def test_calls_without_a_caller_trace_are_traces_of_their_own(client: httpx.Client, gateway: RunningGateway,
+                                                                spans: InMemorySpanExporter) -> None:
+    agent = _agent(client, gateway)
+    session_id = _session(client, agent)
+    spans.clear()
+    for _ in range(2):
+        response = client.post(f"/v1/sessions/{session_id}/calls", headers=agent.headers,
+                               json={"tool": "shell.run", "args": {"command": "true"}})
+        assert response.status_code == 200, response.text
+    finished = spans.get_finished_spans()
+    calls = [span for span in finished if span.name == "bastion.call"]
+    assert len(calls) == 2 and calls[0].context.trace_id != calls[1].context.trace_id
+    bastion_spans = {span.context.span_id for span in finished if span.name.startswith("bastion.")}
+    assert all(span.parent is None or span.parent.span_id not in bastion_spans for span in calls)
