@@ -19,7 +19,8 @@ import time
 from multiprocessing.synchronize import Event as StopEvent
 
 import httpx
-from cluster_support import ADMIN, percentile, postgres_database, redis_server, start_gateway, stop_all, wait_ready
+from cluster_support import ADMIN, postgres_database, redis_server, start_gateway, stop_all, wait_ready
+from gateway_overhead import percentile
 
 CALL = {"tool": "shell.run", "args": {"command": "true"}}
 

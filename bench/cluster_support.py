@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from gateway_overhead import free_port
 from sqlalchemy import create_engine, text
 
 from bastion.gateway.db.engine import migrate
@@ -25,21 +25,6 @@ from bastion.policy.bundle import default_bundle_dir
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-" + "k" * 32
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The q-th percentile (0..100) of the samples (NaN when there are none)."""
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    """An unused loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

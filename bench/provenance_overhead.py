@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from gateway_overhead import percentile
+
 from bastion.detector import featurize
 from bastion.detector.novelty import NoveltyMemory
 from bastion.detector.provenance import ProvenanceTracker
@@ -36,11 +38,6 @@ def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def percentile(values: list[int], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] / 1000
-
-
 def report(title: str) -> None:
     guard = [a + r for a, r in zip(TIMINGS["assess"], TIMINGS["ran"], strict=False)]
     before = [a + o for a, o in zip(TIMINGS["argument_features"], TIMINGS["observe"], strict=False)]
@@ -48,7 +45,7 @@ def report(title: str) -> None:
     for name, values in (("provenance guard (assess + ran)", guard), ("  assess, before the call", TIMINGS["assess"]),
                          ("  ran, after the call", TIMINGS["ran"]),
                          ("baseline: argument features + novelty", before)):
-        print(f"  {name:<42} p50 {percentile(values, 0.5):8.1f}   p99 {percentile(values, 0.99):8.1f}   "
+        print(f"  {name:<42} p50 {percentile(values, 50) / 1000:8.1f}   p99 {percentile(values, 99) / 1000:8.1f}   "
               f"mean {statistics.fmean(values) / 1000:8.1f}")
     TIMINGS.clear()
 
