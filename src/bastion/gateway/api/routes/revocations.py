@@ -7,9 +7,9 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, model_validator
 
+from bastion.gateway.api.admin_acts import record_admin_act
 from bastion.gateway.api.deps import AdminPrincipal, GatewayDep, records_settled
 from bastion.gateway.api.problems import Problem
-from bastion.gateway.audit import AuditEntry
 from bastion.gateway.db.tables import DetectorAnnotation, Revocation
 from bastion.gateway.detection.labels import Label
 from bastion.gateway.revocations.enforcer import RevocationRequest
@@ -95,9 +95,9 @@ async def annotate_revocation(revocation_id: str, body: RevocationLabel, admin: 
                       f"No revocation {revocation_id!r}. GET /v1/revocations lists them.")
     annotation = await asyncio.to_thread(gateway.detector_labels.annotate, body.label, admin.id, row.agent_id,
                                          body.note, row.id, None)
-    await gateway.audit.append_async([AuditEntry(
-        kind="annotation", agent_id=row.agent_id, session_id=row.session_id,
-        result={"by": admin.id, "revocation_id": row.id, "label": body.label, "note": body.note})])
+    await record_admin_act(gateway, "annotation", admin.id,
+                           {"revocation_id": row.id, "label": body.label, "note": body.note},
+                           agent_id=row.agent_id, session_id=row.session_id)
     return RevocationPublic.of(row, annotation)
 
 
